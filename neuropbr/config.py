@@ -1,0 +1,499 @@
+"""Config schemas: one dataclass per implementation, registered in Hydra's ConfigStore (STYLE R3).
+
+Every YAML option in ``conf/<group>/`` extends its ``base_*`` schema through its defaults list,
+so a typo (``encoder.widht=3``) or a wrong type (``data.resolution=abc``) fails when the config is
+composed, naming the key. Choice fields are enums, so ``data.renders=dirt`` fails the same way.
+Range checks that need the final values live in the components' ``__init__`` (STYLE R8).
+
+Fields named ``_target_`` point at the class or function ``train.py`` builds; arguments that
+depend on other components (channels, number of views) are passed at build time (STYLE R4).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, SI
+
+# --- where conf/ lives --------------------------------------------------------------------------
+
+
+def config_dir() -> str:
+    """Absolute path of the ``conf/`` tree.
+
+    A source checkout (editable install) uses ``conf/`` beside the package; a wheel ships the same
+    files as the package data ``neuropbr._conf``. Either way the result does not depend on the
+    working directory.
+    """
+    beside = Path(__file__).resolve().parent.parent / "conf"
+    if (beside / "train.yaml").is_file():
+        return str(beside)
+    from importlib.resources import files
+
+    packaged = Path(str(files("neuropbr._conf")))
+    if (packaged / "train.yaml").is_file():
+        return str(packaged)
+    raise FileNotFoundError(
+        f"NeuroPBR's conf/ tree is missing: looked for {beside}/train.yaml and {packaged}/train.yaml. "
+        "Reinstall the package (pip install neuropbr) or run from a source checkout."
+    )
+
+
+# --- choices (enum member names are what users type) --------------------------------------------
+
+
+class Renders(str, Enum):
+    clean = "clean"
+    dirty = "dirty"
+    both = "both"
+
+
+OnError = Enum("OnError", [("raise", "raise"), ("skip", "skip")], type=str)  # type: ignore[misc]
+
+
+class NormalConvention(str, Enum):
+    opengl = "opengl"
+    directx = "directx"
+
+
+class CameraKind(str, Enum):
+    aligned = "aligned"
+    perspective = "perspective"
+
+
+class Downsample(str, Enum):
+    maxpool = "maxpool"
+    stride = "stride"
+
+
+class Norm(str, Enum):
+    batch = "batch"
+    instance = "instance"
+    spectral = "spectral"
+    none = "none"
+
+
+class GanLoss(str, Enum):
+    hinge = "hinge"
+    bce = "bce"
+    lsgan = "lsgan"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class DeviceKind(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class MetricMode(str, Enum):
+    min = "min"
+    max = "max"
+
+
+def choice(value: Any) -> str:
+    """The plain string of a choice field (an enum member from a composed config, or a str)."""
+    return str(getattr(value, "value", value))
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (validation is never augmented)."""
+
+    _target_: str = "neuropbr.data.transforms.Augmentation"
+    enabled: bool = True
+    #: Per-view photometric jitter (kornia): brightness, contrast, saturation, hue ranges.
+    photometric: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+    #: Paired flips and 90-degree rotations of views AND maps (normal vectors transformed).
+    #: Only meaningful when views are aligned with the maps; ignored otherwise.
+    flips: bool = True
+    rot90: bool = True
+    aligned: bool = SI("${..aligned}")
+
+
+@dataclass
+class DataConfig:
+    _target_: str = MISSING
+    #: Side of the square views and maps served, in pixels.
+    resolution: int = 256
+    #: V, the number of views per sample.
+    num_views: int = 3
+    #: Which renders the model sees: clean/, dirty/ or both (a sample may exist in one only).
+    renders: Renders = Renders.clean
+    #: Share of MATERIALS held out for validation.
+    val_ratio: float = 0.1
+    batch_size: int = 4
+    num_workers: int = 2
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    #: Views are rectified to texture space (pixel (i, j) sees texel (i, j)).
+    aligned: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = SI("${seed}")
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    """Procedural materials rendered on the fly (nothing written to disk)."""
+
+    _target_: str = "neuropbr.data.synthetic.SyntheticDataModule"
+    #: Samples in train + val together.
+    num_samples: int = 512
+    #: Samples sharing one material (different lights, cameras, artifacts).
+    samples_per_material: int = 1
+    camera: CameraKind = CameraKind.aligned
+    #: Scale of the dirty artifacts (0 disables them).
+    artifact_strength: float = 1.0
+
+
+@dataclass
+class FolderDataConfig(DataConfig):
+    """The guide's folder layout: ``root/input/{clean,dirty}/<sample>/{0..V-1}.png`` etc."""
+
+    _target_: str = "neuropbr.data.folder.FolderDataModule"
+    root: str = MISSING
+    #: Decode images once at ``resolution`` into memory-mapped uint8 arrays.
+    cache: bool = False
+    #: Where the cache lives (default: ``<root>/.neuropbr_cache``, or the user cache dir if
+    #: ``root`` is read-only).
+    cache_dir: str | None = None
+    on_error: OnError = OnError["raise"]  # type: ignore[misc]
+    normal_convention: NormalConvention = NormalConvention.opengl
+
+
+# --- model --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TimmEncoderConfig:
+    """Any timm backbone with ``features_only`` (resnet*, convnext*, efficientnet*, ...)."""
+
+    _target_: str = "neuropbr.models.encoders.timm_encoder.TimmEncoder"
+    name: str = "resnet50"
+    #: false, true (download from the hub) or the path of a local weights file.
+    pretrained: Any = False
+    #: 1 keeps full resolution in the stem (the guide's ``encoder_stride=1``): every feature
+    #: level then has twice the resolution.
+    stem_stride: int = 2
+    freeze_backbone: bool = False
+    freeze_bn: bool = False
+    grad_checkpointing: bool = False
+    #: Feature levels to use (default: all the backbone has).
+    out_indices: list[int] | None = None
+    #: Extra keyword arguments for ``timm.create_model`` (e.g. tiny widths for tests).
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class UNetEncoderConfig:
+    """From-scratch U-Net encoder; ``downsample=maxpool`` (unet) or ``stride`` (unet_stride)."""
+
+    _target_: str = "neuropbr.models.encoders.unet.UNetEncoder"
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
+    downsample: Downsample = Downsample.maxpool
+    norm: Norm = Norm.batch
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class ViTFusionConfig:
+    """Cross-view attention over the bottleneck tokens of all views."""
+
+    _target_: str = "neuropbr.models.fusion.vit.ViTFusion"
+    dim: int = 2048
+    depth: int = 4
+    num_heads: int = 32
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    #: Dropout on attention weights and projections.
+    dropout: float = 0.1
+    #: Stochastic depth, linearly increasing to this value over the blocks.
+    drop_path: float = 0.1
+    #: Average-pool the bottleneck by this factor before attention (1 = no pooling).
+    token_stride: int = 1
+    #: Raise the token stride automatically until V * h * w / stride^2 <= max_tokens.
+    max_tokens: int | None = 16384
+    #: Content-derived view embedding (keeps the fusion order-independent).
+    view_embedding: bool = True
+    #: 2D sine-cosine position embedding (any feature-map size).
+    pos_embedding: bool = True
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class PoolFusionConfig:
+    """Mean or max over views (baselines)."""
+
+    _target_: str = "neuropbr.models.fusion.pooling.MeanFusion"
+
+
+@dataclass
+class UNetHeadsDecoderConfig:
+    """U-Net trunk over skips fused across views, super-resolution stage, one head per map."""
+
+    _target_: str = "neuropbr.models.decoders.unet_heads.UNetHeadsDecoder"
+    #: Width of each up-block, deepest first; the first len(skips) entries are used.
+    channels: list[int] = field(default_factory=lambda: [256, 128, 64, 64, 32])
+    #: Output resolution = input resolution * sr_scale (1, 2 or 4).
+    sr_scale: int = 1
+    sr_channels: int = 64
+    norm: Norm = Norm.batch
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class PatchGANConfig:
+    """PatchGAN on the 8-channel map stack; ``n_layers`` stride-2 convs set the receptive field."""
+
+    _target_: str = "neuropbr.models.discriminators.patchgan.PatchGANDiscriminator"
+    n_layers: int = 6
+    ndf: int = 64
+    max_channels: int = 512
+    norm: Norm = Norm.batch
+    #: Also show the discriminator the input views (pix2pix-style conditioning).
+    conditional: bool = False
+
+
+@dataclass
+class NoDiscriminatorConfig:
+    """``discriminator=none``: no GAN; the loss's ``gan`` weight is ignored."""
+
+    _target_: str | None = None
+
+
+# --- loss, optimisation -------------------------------------------------------------------------
+
+
+@dataclass
+class LossConfig:
+    """Composite loss; every term's weight is ``loss.weights.<term>`` (0 disables the term)."""
+
+    _target_: str = "neuropbr.losses.composite.build_loss"
+    weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "l1": 1.0,
+            "ssim": 0.3,
+            "normal": 0.5,
+            "gan": 0.05,
+            "perceptual": 0.0,
+            "render": 0.0,
+        }
+    )
+    #: Per-map weights inside the L1 term (the guide's w_albedo, w_roughness, ...).
+    map_weights: dict[str, float] = field(
+        default_factory=lambda: {"albedo": 1.0, "roughness": 1.0, "metallic": 1.0, "normal": 1.0}
+    )
+    ssim_maps: list[str] = field(default_factory=lambda: ["albedo"])
+    ssim_window: int = 11
+    gan_type: GanLoss = GanLoss.hinge
+    perceptual_maps: list[str] = field(default_factory=lambda: ["albedo"])
+    #: Local VGG16 weights file (torchvision state dict); required when the term is on offline.
+    perceptual_weights: str | None = None
+    #: Random light/view configurations per step for the rendering loss.
+    render_num_configs: int = 4
+    render_eps: float = 0.01
+
+
+@dataclass
+class TorchOptimizerConfig:
+    """A ``torch.optim`` class, called once per network with its parameters and learning rate."""
+
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class OptimizerConfig:
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    #: Fused/foreach kernels where torch supports them on the device (null = auto).
+    fused: bool | None = None
+    generator: TorchOptimizerConfig = field(default_factory=TorchOptimizerConfig)
+    discriminator: TorchOptimizerConfig = field(default_factory=TorchOptimizerConfig)
+
+
+@dataclass
+class SchedulerConfig:
+    """Per-epoch LR schedule with a linear warmup from ``warmup_start_factor`` of the lr."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    warmup_epochs: int = 0
+    warmup_start_factor: float = 0.1
+
+
+@dataclass
+class CosineSchedulerConfig(SchedulerConfig):
+    _target_: str = "neuropbr.training.schedules.cosine"
+    warmup_epochs: int = 5
+    min_lr: float = 1e-6
+
+
+@dataclass
+class StepSchedulerConfig(SchedulerConfig):
+    _target_: str = "neuropbr.training.schedules.step"
+    step_size: int = 30
+    gamma: float = 0.1
+
+
+@dataclass
+class PlateauSchedulerConfig(SchedulerConfig):
+    _target_: str = "neuropbr.training.schedules.plateau"
+    patience: int = 10
+    factor: float = 0.5
+    min_lr: float = 1e-6
+
+
+@dataclass
+class ConstantSchedulerConfig(SchedulerConfig):
+    _target_: str = "neuropbr.training.schedules.constant"
+
+
+# --- trainer, tracking, paths --------------------------------------------------------------------
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 100
+    #: Optional cap on optimiser steps (smoke runs); training stops at whichever comes first.
+    max_steps: int | None = None
+    precision: Precision = Precision.auto
+    device: DeviceKind = DeviceKind.auto
+    #: A checkpoint path, or ``auto`` for ``checkpoints/latest.pth`` of this run directory.
+    resume: str | None = None
+    gan_start_epoch: int = 5
+    d_steps_per_g_step: int = 1
+    val_every_n_epochs: int = 1
+    grad_clip_norm: float | None = 1.0
+    d_grad_clip_norm: float | None = None
+    #: Exponential moving average of the generator, used for validation (null = off).
+    ema_decay: float | None = None
+    #: torch.compile the generator and discriminator (CUDA).
+    compile: bool = False
+    #: channels_last memory format (CUDA).
+    channels_last: bool = True
+    #: DDP; also switched on when torchrun's WORLD_SIZE > 1 is in the environment.
+    distributed: bool = False
+    #: Recompute the generator forward in the D step instead of reusing it (the original
+    #: stack's behaviour; only for like-for-like benchmarks).
+    recompute_fakes: bool = False
+    save_every_n_epochs: int = 5
+    save_best_only: bool = False
+    log_every_n_steps: int = 10
+    log_images_every_n_epochs: int = 5
+    #: Number of validation samples shown in image grids.
+    num_log_images: int = 4
+    progress_bar: bool = True
+
+
+@dataclass
+class MlflowTrackingConfig:
+    _target_: str = "neuropbr.training.tracking.MlflowTracker"
+    #: Tracking URI; null -> $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working dir.
+    uri: str | None = None
+    experiment_name: str = "neuropbr"
+    run_name: str | None = None
+    #: Also write TensorBoard event files under the run directory.
+    tensorboard: bool = False
+    #: Upload the best checkpoint as an artifact at the end of training.
+    log_checkpoint: bool = True
+
+
+@dataclass
+class NoTrackingConfig:
+    _target_: str = "neuropbr.training.tracking.NullTracker"
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = SI("${hydra:runtime.output_dir}")
+    checkpoint_dir: str = SI("${paths.output_dir}/checkpoints")
+
+
+@dataclass
+class SweepHandleConfig:
+    """Set by the Optuna sweeper on each trial job (users leave these null)."""
+
+    storage: str | None = None
+    study_name: str | None = None
+    trial_number: int | None = None
+    mlflow_parent_run_id: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The root of ``conf/train.yaml``; the groups are filled in by its defaults list."""
+
+    data: Any = MISSING
+    encoder: Any = MISSING
+    fusion: Any = MISSING
+    decoder: Any = MISSING
+    discriminator: Any = MISSING
+    loss: Any = MISSING
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    sweep: SweepHandleConfig = field(default_factory=SweepHandleConfig)
+    #: Everything random derives from this.
+    seed: int = 42
+    #: What ``train`` returns to a sweeper and what picks ``best_model.pth``.
+    optimized_metric: str = "val/loss"
+    optimized_metric_mode: MetricMode = MetricMode.min
+    task_name: str = "train"
+
+
+_SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"base_synthetic": SyntheticDataConfig, "base_folder": FolderDataConfig},
+    "encoder": {"base_timm": TimmEncoderConfig, "base_unet": UNetEncoderConfig},
+    "fusion": {"base_vit": ViTFusionConfig, "base_pool": PoolFusionConfig},
+    "decoder": {"base_unet_heads": UNetHeadsDecoderConfig},
+    "discriminator": {"base_patchgan": PatchGANConfig, "base_none": NoDiscriminatorConfig},
+    "loss": {"base_loss": LossConfig},
+    "optimizer": {"base_optimizer": OptimizerConfig},
+    "scheduler": {
+        "base_cosine": CosineSchedulerConfig,
+        "base_step": StepSchedulerConfig,
+        "base_plateau": PlateauSchedulerConfig,
+        "base_constant": ConstantSchedulerConfig,
+    },
+    "trainer": {"base_trainer": TrainerConfig},
+    "tracking": {"base_mlflow": MlflowTrackingConfig, "base_none": NoTrackingConfig},
+    "paths": {"base_paths": PathsConfig},
+}
+
+
+def register_configs() -> None:
+    """Register every schema in Hydra's ConfigStore. Called by the CLIs before composing."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, schemas in _SCHEMAS.items():
+        for name, schema in schemas.items():
+            cs.store(group=group, name=name, node=schema)
+
+
+def default_mlflow_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"

@@ -1,0 +1,1 @@
+"""The multi-view generator (encoder -> fusion -> decoder) and the discriminators."""

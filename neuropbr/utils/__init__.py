@@ -1,0 +1,1 @@
+"""Small helpers shared across the package (shape checks, seeding, atomic file writes)."""
