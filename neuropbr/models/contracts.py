@@ -57,7 +57,9 @@ class Decoder(Protocol):
 
     sr_scale: int
 
-    def __call__(self, fused: Tensor, skips: list[Tensor], image_size: tuple[int, int]) -> dict[str, Tensor]: ...
+    def __call__(
+        self, fused: Tensor, skips: list[Tensor], image_size: tuple[int, int]
+    ) -> dict[str, Tensor]: ...
 
 
 @runtime_checkable

@@ -89,7 +89,9 @@ def cook_torrance(
     v_dot_h = dot(view_dir, half).clamp(0.0, 1.0)
 
     fresnel = schlick_fresnel(base_reflectance(albedo_linear, metallic), v_dot_h)
-    specular = ggx_distribution(n_dot_h, alpha) * smith_ggx_correlated_visibility(n_dot_v, n_dot_l, alpha) * fresnel
+    specular = (
+        ggx_distribution(n_dot_h, alpha) * smith_ggx_correlated_visibility(n_dot_v, n_dot_l, alpha) * fresnel
+    )
     diffuse = (1.0 - fresnel) * (1.0 - metallic) * albedo_linear / math.pi
     return diffuse * n_dot_l * visible, specular * n_dot_l * visible
 

@@ -37,9 +37,7 @@ def directions_to(points: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
     return offset * torch.rsqrt(dist2), dist2
 
 
-def point_light(
-    light_position: Tensor, light_intensity: Tensor, positions: Tensor
-) -> tuple[Tensor, Tensor]:
+def point_light(light_position: Tensor, light_intensity: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
     """Per-texel direction to a point light and the radiance arriving there (inverse square).
 
     Args:
@@ -60,3 +58,30 @@ def directional_light(direction: Tensor, irradiance: Tensor) -> tuple[Tensor, Te
     Returns broadcastable ``(light_dir (B, 3, 1, 1), radiance (B, C, 1, 1))``.
     """
     return F.normalize(direction.float(), dim=1)[:, :, None, None], irradiance.float()[:, :, None, None]
+
+
+def height_to_normal(height: Tensor, strength: float = 1.0, *, wrap: bool = True) -> Tensor:
+    """Tangent-space unit normals of a height field, OpenGL convention (+y up the image).
+
+    Central differences in texel units: ``n = normalize(-strength * dh/dx, -strength * dh/dy, 1)``
+    with +x to the right and +y towards row 0. ``wrap=True`` treats the field as tileable
+    (periodic differences), so a tileable height gives a tileable normal map.
+
+    Args:
+        height: (B, 1, H, W) height in texels' units times ``1 / strength``.
+        strength: bump scale.
+
+    Returns:
+        (B, 3, H, W) unit normals.
+    """
+    if wrap:
+        right, left = torch.roll(height, -1, dims=-1), torch.roll(height, 1, dims=-1)
+        below, above = torch.roll(height, -1, dims=-2), torch.roll(height, 1, dims=-2)
+    else:
+        padded = F.pad(height, (1, 1, 1, 1), mode="replicate")
+        right, left = padded[..., 1:-1, 2:], padded[..., 1:-1, :-2]
+        below, above = padded[..., 2:, 1:-1], padded[..., :-2, 1:-1]
+    dh_dx = (right - left) * 0.5
+    dh_dy = (above - below) * 0.5  # +y points up the image, i.e. towards row 0
+    normal = torch.cat([-strength * dh_dx, -strength * dh_dy, torch.ones_like(height)], dim=1)
+    return F.normalize(normal, dim=1)

@@ -1,0 +1,1 @@
+"""Differentiable metallic-roughness renderer: BRDF, colour, geometry, lights, cameras, artifacts."""
