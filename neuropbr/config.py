@@ -418,6 +418,7 @@ class MlflowTrackingConfig:
     tensorboard: bool = False
     #: Upload the best checkpoint as an artifact at the end of training.
     log_checkpoint: bool = True
+    tensorboard_dir: str = SI("${paths.output_dir}/tensorboard")
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Datasets and loading: the folder dataset (the guide's layout), synthetic data, split, cache."""

@@ -1,0 +1,116 @@
+"""What every dataset serves, and the loaders built around it.
+
+A sample is a dict::
+
+    {"views": (V, 3, H, W) float32 in [0, 1],
+     "maps": {"albedo": (3, H, W) in [0, 1], "roughness": (1, H, W) in [0, 1],
+              "metallic": (1, H, W) in [0, 1], "normal": (3, H, W) unit vectors in [-1, 1]},
+     "sample": str, "material": str}
+
+Datasets index with ``(index, sample_seed)`` pairs from :class:`EpochSampler` (plain ints work
+too, with a fixed seed) and draw all augmentation randomness from ``sample_seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+
+from torch.utils.data import DataLoader, Dataset
+
+from neuropbr.data.sampling import EpochSampler
+from neuropbr.utils.seeding import derive_seed
+
+log = logging.getLogger(__name__)
+
+SampleKey = int | tuple[int, int]
+
+
+def unpack_key(key: SampleKey) -> tuple[int, int]:
+    """``(index, sample_seed)`` from a sampler key; a bare index gets seed 0 (no randomness)."""
+    if isinstance(key, tuple):
+        return int(key[0]), int(key[1])
+    return int(key), 0
+
+
+class PBRDataModule(ABC):
+    """Owns the train/val datasets of one data source and builds their loaders.
+
+    Subclasses implement :meth:`setup` to set ``self.train_set`` and ``self.val_set``.
+
+    Args:
+        resolution: side of the square views and maps served.
+        num_views: V, views per sample.
+        batch_size: per-process batch size.
+        num_workers: loader worker processes (0 loads in the main process).
+        pin_memory: page-lock batches for faster host-to-GPU copies (ignored without CUDA).
+        persistent_workers: keep workers alive between epochs.
+        seed: the run's seed (split, order, augmentation).
+    """
+
+    def __init__(
+        self,
+        *,
+        resolution: int,
+        num_views: int,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        persistent_workers: bool,
+        seed: int,
+    ) -> None:
+        if resolution < 8:
+            raise ValueError(f"data.resolution={resolution}: expected >= 8")
+        if num_views < 1:
+            raise ValueError(f"data.num_views={num_views}: expected >= 1")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}: expected >= 1")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers={num_workers}: expected >= 0")
+        self.resolution = resolution
+        self.num_views = num_views
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.seed = seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Build (and validate) ``train_set`` and ``val_set``. Called once before training."""
+
+    def _loader(self, dataset: Dataset | None, *, train: bool, rank: int, world_size: int) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for loaders")
+        import torch
+
+        sampler = EpochSampler(
+            len(dataset),  # type: ignore[arg-type]
+            seed=self.seed,
+            shuffle=train,
+            rank=rank,
+            world_size=world_size,
+            drop_last=False,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            # Its own generator: creating an iterator then never consumes the global torch RNG,
+            # so a resumed run draws exactly the random numbers an uninterrupted one does.
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, "loader")),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Shuffled, sharded loader; call ``loader.sampler.set_epoch(epoch, start)`` each epoch."""
+        return self._loader(self.train_set, train=True, rank=rank, world_size=world_size)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation in a fixed order, unsharded (rank 0 validates the whole set)."""
+        return self._loader(self.val_set, train=False, rank=0, world_size=1)

@@ -1,0 +1,222 @@
+"""Checkpoints: atomic writes, the guide's file names, clear errors, exact resume.
+
+Files (under ``paths.checkpoint_dir``): ``latest.pth`` (every epoch end and on interruption),
+``best_model.pth`` (whenever validation improves ``optimized_metric``) and
+``checkpoint_epoch_XXXX.pth`` (every ``save_every_n_epochs`` unless ``save_best_only``).
+Each is written to a temporary file and renamed, so a crash or SIGKILL never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from neuropbr.utils.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "generator", "epoch", "step")
+#: Prefixes added by torch.compile and DDP wrappers; stripped when loading weights.
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not match the model built from the config."""
+
+
+# --- RNG state ----------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch and CUDA RNG states, in types ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state(
+        ("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    """random.setstate needs tuples; a checkpoint round-trip may hand back lists."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically to ``path`` (temporary file + fsync + rename)."""
+    state = {"format_version": FORMAT_VERSION, **state}
+    with atomic_write(path) as handle:
+        torch.save(state, handle)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint this project wrote.
+
+    Raises:
+        CheckpointError: the file is missing, truncated/corrupt, or lacks required entries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (trainer.resume / checkpoint=)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable NeuroPBR checkpoint (truncated, corrupt or from another "
+            f"program): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict of states, got {type(state).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: missing entries {missing}; found {sorted(state)}")
+    if state["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path}: format_version {state['format_version']} is newer than this NeuroPBR "
+            f"understands ({FORMAT_VERSION}); upgrade neuropbr"
+        )
+    return state
+
+
+def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove ``_orig_mod.`` (torch.compile) and ``module.`` (DDP) key prefixes."""
+    cleaned = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        cleaned[key.replace("._orig_mod.", ".")] = value
+    return cleaned
+
+
+def load_module_state(module: nn.Module, state_dict: dict[str, torch.Tensor], name: str, source: str | Path) -> None:
+    """Load weights strictly, or raise one error listing every missing/unexpected/mis-shaped key."""
+    state_dict = strip_wrapper_prefixes(state_dict)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [
+        f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in sorted(set(own) & set(state_dict))
+        if tuple(own[key].shape) != tuple(state_dict[key].shape)
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"checkpoint {source}: the {name} weights do not match the {name} built from the config"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                shown = items[:20]
+                more = f" ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(shown) + more)
+        lines.append("  (was it trained with other encoder/fusion/decoder/discriminator settings?)")
+        raise CheckpointError("\n".join(lines))
+    module.load_state_dict(state_dict, strict=True)
+
+
+# --- policy -------------------------------------------------------------------------------------
+
+
+class Checkpointer:
+    """Decides which files to write when; only the main process writes.
+
+    Args:
+        directory: ``paths.checkpoint_dir``.
+        save_every_n_epochs: period of ``checkpoint_epoch_XXXX.pth`` (0 disables).
+        save_best_only: write only ``best_model.pth`` and ``latest.pth``.
+        enabled: False on non-zero ranks.
+    """
+
+    def __init__(self, directory: str | Path, save_every_n_epochs: int, save_best_only: bool, enabled: bool = True) -> None:
+        if save_every_n_epochs < 0:
+            raise ValueError(f"trainer.save_every_n_epochs={save_every_n_epochs}: expected >= 0")
+        self.directory = Path(directory)
+        self.save_every_n_epochs = save_every_n_epochs
+        self.save_best_only = save_best_only
+        self.enabled = enabled
+
+    @property
+    def latest_path(self) -> Path:
+        return self.directory / "latest.pth"
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / "best_model.pth"
+
+    def epoch_path(self, epoch: int) -> Path:
+        """The guide's name for the checkpoint after ``epoch`` (1-based in the name)."""
+        return self.directory / f"checkpoint_epoch_{epoch:04d}.pth"
+
+    def save(self, state: dict[str, Any], *, improved: bool, epochs_done: int | None) -> list[Path]:
+        """Write ``latest.pth``, ``best_model.pth`` when ``improved``, and the periodic
+        ``checkpoint_epoch_XXXX.pth`` when ``epochs_done`` (None mid-epoch) is due."""
+        if not self.enabled:
+            return []
+        written = [self.latest_path]
+        save_checkpoint(self.latest_path, state)
+        if improved:
+            save_checkpoint(self.best_path, state)
+            written.append(self.best_path)
+        periodic = not self.save_best_only and self.save_every_n_epochs > 0 and epochs_done is not None
+        if periodic and epochs_done % self.save_every_n_epochs == 0:
+            path = self.epoch_path(epochs_done)
+            save_checkpoint(path, state)
+            written.append(path)
+        log.info("saved %s", ", ".join(p.name for p in written))
+        return written
+
+
+def find_resume_checkpoint(resume: str | None, checkpoint_dir: str | Path, runs_root: str | Path) -> Path | None:
+    """Resolve ``trainer.resume``: a path, ``auto``, or null.
+
+    ``auto`` takes ``latest.pth`` of this run directory if it exists, else the most recently
+    written ``latest.pth`` under ``runs_root`` (``outputs/`` by default), else starts fresh.
+    """
+    if resume is None or resume == "":
+        return None
+    if resume != "auto":
+        path = Path(resume)
+        if not path.is_file():
+            raise CheckpointError(f"trainer.resume={resume}: no such checkpoint file")
+        return path
+    own = Path(checkpoint_dir) / "latest.pth"
+    if own.is_file():
+        return own
+    candidates = sorted(Path(runs_root).glob("**/checkpoints/latest.pth"), key=lambda p: p.stat().st_mtime)
+    if candidates:
+        log.info("trainer.resume=auto: resuming the most recent run, %s", candidates[-1])
+        return candidates[-1]
+    log.info("trainer.resume=auto: no latest.pth under %s; starting a new run", runs_root)
+    return None

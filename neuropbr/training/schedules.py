@@ -1,0 +1,193 @@
+"""Per-epoch learning-rate schedules with a linear warmup (the guide's "Learning Rate Scheduling").
+
+Each schedule is a pure function of the epoch index and the CURRENT config, so a run resumed
+with a different ``trainer.max_epochs`` follows the new schedule from where it stopped, and a
+checkpoint only needs the epoch counter (plus the plateau state).
+
+The presets in ``conf/scheduler/`` are partials: ``train.py`` calls them once per optimizer as
+``scheduler(optimizer, max_epochs=..., mode=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from torch.optim import Optimizer
+
+
+class EpochScheduler:
+    """Sets every param group's lr to ``base_lr * factor(epoch)`` at the start of each epoch.
+
+    Args:
+        optimizer: its param groups' current ``lr`` are taken as the base learning rates.
+        factor: ``epoch -> multiplier`` (after warmup).
+        warmup_epochs: linear warmup from ``warmup_start_factor`` to 1 over this many epochs.
+        warmup_start_factor: the guide's "starts at 10% of target".
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        factor: Callable[[int], float],
+        warmup_epochs: int = 0,
+        warmup_start_factor: float = 0.1,
+    ) -> None:
+        if warmup_epochs < 0:
+            raise ValueError(f"scheduler.warmup_epochs={warmup_epochs}: expected >= 0")
+        if not 0.0 < warmup_start_factor <= 1.0:
+            raise ValueError(f"scheduler.warmup_start_factor={warmup_start_factor}: expected in (0, 1]")
+        self.optimizer = optimizer
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.factor = factor
+        self.warmup_epochs = warmup_epochs
+        self.warmup_start_factor = warmup_start_factor
+        self.epoch = 0
+        self._apply()
+
+    def warmup_factor(self, epoch: int) -> float:
+        if epoch >= self.warmup_epochs:
+            return 1.0
+        return self.warmup_start_factor + (1.0 - self.warmup_start_factor) * epoch / self.warmup_epochs
+
+    def lr_factor(self, epoch: int) -> float:
+        """Total multiplier of the base lr at ``epoch``."""
+        return self.warmup_factor(epoch) * self.factor(max(epoch - self.warmup_epochs, 0))
+
+    def _apply(self) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * self.lr_factor(self.epoch)
+
+    def step(self, metric: float | None = None) -> None:
+        """Advance to the next epoch (``metric`` is used by the plateau schedule only)."""
+        self.epoch += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.base_lrs = list(state["base_lrs"])
+        self._apply()
+
+
+class PlateauScheduler(EpochScheduler):
+    """ReduceLROnPlateau after warmup: multiply the lr by ``factor`` when the metric has not
+    improved for ``patience`` validations; never below ``min_lr``."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str,
+        patience: int,
+        factor: float,
+        min_lr: float,
+        warmup_epochs: int = 0,
+        warmup_start_factor: float = 0.1,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"plateau mode={mode!r}; choose 'min' or 'max' (optimized_metric_mode)")
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"scheduler.factor={factor}: expected in (0, 1)")
+        if patience < 0:
+            raise ValueError(f"scheduler.patience={patience}: expected >= 0")
+        self.mode = mode
+        self.patience = patience
+        self.decay = factor
+        self.min_lr = min_lr
+        self.best: float | None = None
+        self.bad_epochs = 0
+        self.reductions = 0
+        super().__init__(optimizer, lambda _epoch: self.decay**self.reductions, warmup_epochs, warmup_start_factor)
+
+    def step(self, metric: float | None = None) -> None:
+        if metric is not None and self.epoch >= self.warmup_epochs:
+            improved = self.best is None or (metric < self.best if self.mode == "min" else metric > self.best)
+            if improved:
+                self.best, self.bad_epochs = metric, 0
+            else:
+                self.bad_epochs += 1
+                if self.bad_epochs > self.patience:
+                    self.reductions += 1
+                    self.bad_epochs = 0
+        super().step(metric)
+
+    def _apply(self) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = max(base * self.lr_factor(self.epoch), min(self.min_lr, base))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best": self.best, "bad_epochs": self.bad_epochs, "reductions": self.reductions}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_epochs, self.reductions = state["best"], state["bad_epochs"], state["reductions"]
+        super().load_state_dict(state)
+
+
+def cosine(
+    optimizer: Optimizer,
+    *,
+    max_epochs: int,
+    warmup_epochs: int = 5,
+    warmup_start_factor: float = 0.1,
+    min_lr: float = 1e-6,
+    mode: str = "min",
+) -> EpochScheduler:
+    """Cosine annealing from the base lr to ``min_lr`` over the epochs after warmup."""
+    base = optimizer.param_groups[0]["lr"]
+    span = max(max_epochs - warmup_epochs, 1)
+    floor = min(min_lr / base, 1.0) if base > 0 else 0.0
+
+    def factor(epoch: int) -> float:
+        progress = min(epoch / span, 1.0)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return EpochScheduler(optimizer, factor, warmup_epochs, warmup_start_factor)
+
+
+def step(
+    optimizer: Optimizer,
+    *,
+    max_epochs: int,
+    step_size: int = 30,
+    gamma: float = 0.1,
+    warmup_epochs: int = 0,
+    warmup_start_factor: float = 0.1,
+    mode: str = "min",
+) -> EpochScheduler:
+    """Multiply the lr by ``gamma`` every ``step_size`` epochs (after warmup)."""
+    if step_size < 1:
+        raise ValueError(f"scheduler.step_size={step_size}: expected >= 1")
+    return EpochScheduler(optimizer, lambda epoch: gamma ** (epoch // step_size), warmup_epochs, warmup_start_factor)
+
+
+def plateau(
+    optimizer: Optimizer,
+    *,
+    max_epochs: int,
+    patience: int = 10,
+    factor: float = 0.5,
+    min_lr: float = 1e-6,
+    warmup_epochs: int = 0,
+    warmup_start_factor: float = 0.1,
+    mode: str = "min",
+) -> PlateauScheduler:
+    """Reduce the lr when the optimized metric stops improving (direction from ``mode``)."""
+    return PlateauScheduler(optimizer, mode, patience, factor, min_lr, warmup_epochs, warmup_start_factor)
+
+
+def constant(
+    optimizer: Optimizer,
+    *,
+    max_epochs: int,
+    warmup_epochs: int = 0,
+    warmup_start_factor: float = 0.1,
+    mode: str = "min",
+) -> EpochScheduler:
+    """``scheduler=none``: a constant lr (after the optional warmup)."""
+    return EpochScheduler(optimizer, lambda _epoch: 1.0, warmup_epochs, warmup_start_factor)

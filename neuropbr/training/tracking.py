@@ -1,0 +1,216 @@
+"""Experiment tracking behind a small interface (STYLE R11): MLflow, TensorBoard, or nothing.
+
+``tracking=none`` builds :class:`NullTracker`, which logs nothing and imports nothing.
+:class:`MlflowTracker` talks to MLflow through an explicit ``MlflowClient`` (no global active-run
+state), defaulting to ``sqlite:///mlflow.db`` in the working directory so that
+``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows every run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+#: MLflow's request limits (LogBatch): params and metrics are sent in chunks below these.
+_PARAMS_PER_BATCH = 100
+_METRICS_PER_BATCH = 1000
+_MAX_PARAM_LENGTH = 6000
+
+
+class Tracker(Protocol):
+    """What the trainer and the CLIs log through."""
+
+    run_id: str | None
+
+    def start(
+        self,
+        *,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        resume_run_id: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def close(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """Logs nothing (``tracking=none``, and every rank but 0 under DDP)."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def start(self, **_: Any) -> None:
+        return None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        return None
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        return None
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        return None
+
+    def close(self, status: str = "FINISHED") -> None:
+        return None
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}} -> {"a.b": "1"}``: the resolved config as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = str(value)
+            flat[name] = text if len(text) <= _MAX_PARAM_LENGTH else text[: _MAX_PARAM_LENGTH - 3] + "..."
+    return flat
+
+
+class MlflowTracker:
+    """Logs params, metrics, tags and artifacts of one run to an MLflow tracking store.
+
+    Args:
+        uri: tracking URI; None -> ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``.
+        experiment_name: created on first use.
+        run_name: display name (MLflow picks one if None).
+        tensorboard: also write TensorBoard event files to ``tensorboard_dir``.
+        log_checkpoint: upload the best checkpoint at the end of training.
+        tensorboard_dir: where TensorBoard writes (the run directory's ``tensorboard/``).
+    """
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        experiment_name: str = "neuropbr",
+        run_name: str | None = None,
+        tensorboard: bool = False,
+        log_checkpoint: bool = True,
+        tensorboard_dir: str | None = None,
+    ) -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError as err:  # a config asked for MLflow: never fall back silently
+            raise ImportError("tracking=mlflow needs mlflow: pip install mlflow (or use tracking=none)") from err
+        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.log_checkpoint = log_checkpoint
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.run_id: str | None = None
+        self._tb_writer: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise ImportError(
+                    "tracking.tensorboard=true needs tensorboard: pip install 'neuropbr[tensorboard]'"
+                ) from err
+            self._tb_writer = SummaryWriter(log_dir=tensorboard_dir or "tensorboard")
+
+    def _experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(self.experiment_name)
+        except Exception:  # another worker of a sweep created it between our two calls
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def start(
+        self,
+        *,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        resume_run_id: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> None:
+        """Create the run (nested under ``parent_run_id`` when given) or reopen ``resume_run_id``."""
+        flat = flatten(params)
+        if resume_run_id:
+            run = self.client.get_run(resume_run_id)
+            self.run_id = run.info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            known = run.data.params
+            changed = {k: v for k, v in flat.items() if k in known and known[k] != v}
+            flat = {k: v for k, v in flat.items() if k not in known}
+            if changed:
+                # MLflow params are immutable: record what the resumed run changed as a tag.
+                self.set_tags({"resumed_config_changes": ", ".join(f"{k}={v}" for k, v in sorted(changed.items()))[:5000]})
+            log.info("MLflow: resumed run %s at %s", self.run_id, self.uri)
+        else:
+            all_tags = dict(tags)
+            if parent_run_id:
+                all_tags["mlflow.parentRunId"] = parent_run_id
+            run = self.client.create_run(self._experiment_id(), tags=all_tags, run_name=self.run_name)
+            self.run_id = run.info.run_id
+            log.info("MLflow: run %s (experiment %r) at %s", self.run_id, self.experiment_name, self.uri)
+        self.set_tags(tags)
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in sorted(flat.items())]
+        for i in range(0, len(items), _PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + _PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        # MLflow rejects NaN/inf in some stores; log finite values and report the others once.
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        bad = sorted(set(metrics) - set(finite))
+        if bad:
+            log.warning("not logging non-finite metrics at step %d: %s", step, bad)
+        items = [Metric(k, v, now, step) for k, v in finite.items()]
+        for i in range(0, len(items), _METRICS_PER_BATCH):
+            self.client.log_batch(self._require_run(), metrics=items[i : i + _METRICS_PER_BATCH])
+        if self._tb_writer is not None:
+            for key, value in finite.items():
+                self._tb_writer.add_scalar(key, value, step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self._require_run(), str(path), artifact_path)
+        if self._tb_writer is not None and str(path).endswith(".png"):
+            self._log_tensorboard_image(Path(path), artifact_path)
+
+    def _log_tensorboard_image(self, path: Path, artifact_path: str | None) -> None:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
+        self._tb_writer.add_image(f"{artifact_path or 'images'}/{path.stem}", array, dataformats="HWC")
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self._require_run(), key, str(value))
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End the run with ``FINISHED``, ``FAILED`` or ``KILLED`` (interrupted, pruned)."""
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)
+        if self._tb_writer is not None:
+            self._tb_writer.close()
+
+    def _require_run(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError("MlflowTracker.start() must be called before logging")
+        return self.run_id

@@ -1,0 +1,458 @@
+"""The training loop: one readable file, no callbacks (STYLE R10).
+
+Per step: the generator forward runs once; the discriminator step (when the GAN is on) reuses
+its detached output, then the generator step backpropagates through the discriminator. AMP with
+one GradScaler per network, gradient clipping, an optional EMA of the generator for validation.
+Validation, best-model selection and checkpoints happen at epoch ends; SIGINT/SIGTERM save
+``latest.pth`` at the next step boundary and stop cleanly, and ``load_state_dict`` resumes exactly
+(mid-epoch included): same step counter, same data order, same RNG streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from neuropbr.metrics import MetricAccumulator, train_step_metrics
+from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.training.checkpoint import Checkpointer, capture_rng_state, load_module_state, restore_rng_state
+from neuropbr.training.distributed import DistInfo, barrier, broadcast_object
+from neuropbr.training.ema import ExponentialMovingAverage
+from neuropbr.training.precision import Precision
+from neuropbr.training.tracking import NullTracker, Tracker
+from neuropbr.training.visualize import write_validation_images
+
+log = logging.getLogger(__name__)
+
+#: The guide's names for some loss terms (train/loss_l1_total, train/loss_gan_g).
+_TERM_LOG_NAMES = {"l1": "loss_l1_total", "gan": "loss_gan_g"}
+#: Validation never perturbs the training RNG stream and always draws the same randomness.
+_VALIDATION_SEED = 1234
+
+
+def stack_maps(maps: dict[str, Tensor]) -> Tensor:
+    """The discriminator's input: the four maps concatenated, (B, 8, H, W)."""
+    return torch.cat([maps[name] for name in PBR_MAPS], dim=1)
+
+
+@dataclass
+class LoopSettings:
+    """The loop-related ``trainer.*`` keys (see ``TrainerConfig`` for their meaning)."""
+
+    max_epochs: int = 100
+    max_steps: int | None = None
+    gan_start_epoch: int = 5
+    d_steps_per_g_step: int = 1
+    val_every_n_epochs: int = 1
+    grad_clip_norm: float | None = 1.0
+    d_grad_clip_norm: float | None = None
+    recompute_fakes: bool = False
+    log_every_n_steps: int = 10
+    log_images_every_n_epochs: int = 5
+    num_log_images: int = 4
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("max_epochs", "d_steps_per_g_step", "val_every_n_epochs", "log_every_n_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"trainer.{key}={getattr(self, key)}: expected >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"trainer.max_steps={self.max_steps}: expected >= 1 or null")
+        if self.gan_start_epoch < 0:
+            raise ValueError(f"trainer.gan_start_epoch={self.gan_start_epoch}: expected >= 0")
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the last validation metrics and why it stopped."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_metric: float | None = None
+    epochs_done: int = 0
+    steps: int = 0
+    #: The signal (SIGINT/SIGTERM) that stopped training, if any.
+    stop_signal: int | None = None
+    stopped_by_hook: bool = False
+
+
+class Trainer:
+    """Trains a generator (and optionally a discriminator) on a data module.
+
+    Args:
+        generator, discriminator: the networks (``discriminator=None`` disables the GAN).
+        loss: a ``CompositeLoss`` (``forward(pred, target, fake_logits)``, ``discriminator_loss``,
+            ``uses_gan``).
+        g_optimizer, d_optimizer, g_scheduler, d_scheduler: per network (D's may be None).
+        datamodule: a set-up ``PBRDataModule``.
+        device, precision: from ``neuropbr.training.precision``.
+        settings: loop settings.
+        checkpointer, tracker: where state and metrics go (rank 0 only writes).
+        optimized_metric, metric_mode: picks ``best_model.pth`` (e.g. ``val/loss``, ``min``).
+        ema_decay: EMA of the generator's weights used for validation (None = off).
+        compile, channels_last: CUDA speed-ups (compile also works on CPU, slowly).
+        dist_info: DDP rank information.
+        config: the resolved config, stored in checkpoints.
+        image_dir: where validation image grids are written.
+        on_validation: ``(epoch, metrics) -> stop?``, called on rank 0 after each validation
+            (the Optuna pruning handle).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module | None,
+        loss: nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer | None,
+        g_scheduler: Any,
+        d_scheduler: Any | None,
+        datamodule: Any,
+        *,
+        device: torch.device,
+        precision: Precision,
+        settings: LoopSettings,
+        checkpointer: Checkpointer,
+        tracker: Tracker | None = None,
+        optimized_metric: str = "val/loss",
+        metric_mode: str = "min",
+        ema_decay: float | None = None,
+        compile: bool = False,
+        channels_last: bool = True,
+        dist_info: DistInfo | None = None,
+        config: dict[str, Any] | None = None,
+        image_dir: str | Path | None = None,
+        on_validation: Callable[[int, dict[str, float]], bool] | None = None,
+    ) -> None:
+        if metric_mode not in ("min", "max"):
+            raise ValueError(f"optimized_metric_mode={metric_mode!r}; choose 'min' or 'max'")
+        self.device, self.precision, self.s = device, precision, settings
+        self.dist = dist_info or DistInfo()
+        self.loss = loss.to(device)
+        self.datamodule = datamodule
+        self.checkpointer, self.tracker = checkpointer, tracker or NullTracker()
+        self.optimized_metric, self.metric_mode = optimized_metric, metric_mode
+        self.config, self.on_validation = config or {}, on_validation
+        self.image_dir = Path(image_dir) if image_dir else checkpointer.directory.parent / "images"
+        memory_format = torch.channels_last if channels_last and device.type == "cuda" else torch.preserve_format
+        # The plain modules own the weights (state dicts, EMA, the G-step call of D); the
+        # "train" handles may be compiled and/or DDP-wrapped views of the same parameters.
+        self.generator = generator.to(device, memory_format=memory_format)
+        self.discriminator = discriminator.to(device, memory_format=memory_format) if discriminator is not None else None
+        self.ema = ExponentialMovingAverage(self.generator, ema_decay) if ema_decay is not None else None
+        self.g_train = self._wrap(self.generator, compile)
+        self.d_train = self._wrap(self.discriminator, compile) if self.discriminator is not None else None
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.g_scheduler, self.d_scheduler = g_scheduler, d_scheduler
+        self.g_scaler, self.d_scaler = precision.grad_scaler(), precision.grad_scaler()
+        self.train_loader = datamodule.train_dataloader(self.dist.rank, self.dist.world_size)
+        self.val_loader = datamodule.val_dataloader() if self.dist.is_main else None
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best_metric: float | None = None
+        self._stop_signal: int | None = None
+
+    def _wrap(self, module: nn.Module, compile: bool) -> nn.Module:
+        wrapped = module
+        if self.dist.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+        return torch.compile(wrapped) if compile else wrapped
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def _optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer, scaler: Any, module: nn.Module, clip: float | None) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip, foreach=True)
+        scaler.step(optimizer)
+        scaler.update()
+
+    def train_step(self, batch: dict[str, Any], gan_on: bool) -> dict[str, Tensor]:
+        """One D step (x ``d_steps_per_g_step``, when the GAN is on) and one G step.
+
+        Returns detached scalars for logging; nothing here waits for the device.
+        """
+        views = batch["views"].to(self.device, non_blocking=True)  # (B, V, 3, H, W)
+        target = {k: v.to(self.device, non_blocking=True) for k, v in batch["maps"].items()}
+        logs: dict[str, Tensor] = {}
+        with self.precision.autocast():
+            fake = self.g_train(views)
+        if gan_on:
+            assert self.d_train is not None and self.d_optimizer is not None
+            real = stack_maps(target)
+            for _ in range(self.s.d_steps_per_g_step):
+                if self.s.recompute_fakes:  # the original stack's behaviour (benchmarks only)
+                    with torch.no_grad(), self.precision.autocast():
+                        fake_for_d = self.g_train(views)
+                else:
+                    fake_for_d = fake
+                with self.precision.autocast():
+                    fake_stack = stack_maps({k: v.detach() for k, v in fake_for_d.items()})
+                    d_loss = self.loss.discriminator_loss(self.d_train(real, views), self.d_train(fake_stack, views))
+                self._optimize(d_loss, self.d_optimizer, self.d_scaler, self.discriminator, self.s.d_grad_clip_norm)
+            logs["d_loss"] = d_loss.detach()
+        # G step: D's weights need no gradient here; calling the plain module also keeps DDP's
+        # reducer out of a backward that produces no D gradients.
+        if gan_on:
+            self.discriminator.requires_grad_(False)
+        with self.precision.autocast():
+            fake_logits = self.discriminator(stack_maps(fake), views) if gan_on else None
+            g_loss, terms = self.loss(fake, target, fake_logits)
+        if gan_on:
+            self.discriminator.requires_grad_(True)
+        self._optimize(g_loss, self.g_optimizer, self.g_scaler, self.generator, self.s.grad_clip_norm)
+        if self.ema is not None:
+            self.ema.update(self.generator)
+        logs["g_loss"] = g_loss.detach()
+        for name, value in terms.items():
+            logs[_TERM_LOG_NAMES.get(name, name if name.startswith("l1_") else f"loss_{name}")] = value.detach()
+        with torch.no_grad():
+            logs.update(train_step_metrics({k: v.detach() for k, v in fake.items()}, target))
+        return logs
+
+    # --- epochs --------------------------------------------------------------------------------
+
+    def _should_stop(self) -> bool:
+        stop = self._stop_signal is not None or (self.s.max_steps is not None and self.step >= self.s.max_steps)
+        if self.dist.enabled:  # every rank must leave the loop at the same step
+            flag = torch.tensor([int(stop)], device=self.device if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def _log_window(self, window: dict[str, list[Tensor]], samples: int, seconds: float) -> dict[str, float]:
+        values = {f"train/{k}": torch.stack(v).float().mean().item() for k, v in window.items()}
+        values["train/g_lr"] = self.g_optimizer.param_groups[0]["lr"]
+        if self.d_optimizer is not None:
+            values["train/d_lr"] = self.d_optimizer.param_groups[0]["lr"]
+        values["train/samples_per_sec"] = samples * self.dist.world_size / max(seconds, 1e-9)
+        if self.dist.is_main:
+            self.tracker.log_metrics(values, step=self.step)
+        return values
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """Train until the epoch ends or a stop is requested; returns the epoch's mean losses."""
+        gan_on = self.discriminator is not None and self.loss.uses_gan and epoch >= self.s.gan_start_epoch
+        sampler = self.train_loader.sampler
+        sampler.set_epoch(epoch, start=self.batch_in_epoch * self.datamodule.batch_size)
+        self.generator.train()
+        if self.discriminator is not None:
+            self.discriminator.train()
+        bar = tqdm(
+            self.train_loader,
+            total=self.batch_in_epoch + len(self.train_loader),
+            initial=self.batch_in_epoch,
+            desc=f"Epoch {epoch + 1}/{self.s.max_epochs}",
+            disable=not (self.s.progress_bar and self.dist.is_main),
+            dynamic_ncols=True,
+        )
+        window: dict[str, list[Tensor]] = defaultdict(list)
+        epoch_sums: dict[str, list[Tensor]] = defaultdict(list)
+        window_samples, window_start = 0, time.perf_counter()
+        for batch in bar:
+            logs = self.train_step(batch, gan_on)
+            self.step += 1
+            self.batch_in_epoch += 1
+            window_samples += batch["views"].shape[0]
+            for key, value in logs.items():
+                window[key].append(value)
+                if key in ("g_loss", "d_loss"):
+                    epoch_sums[key].append(value)
+            if self.step % self.s.log_every_n_steps == 0:
+                values = self._log_window(window, window_samples, time.perf_counter() - window_start)
+                bar.set_postfix(G_loss=f"{values['train/g_loss']:.4f}", D_loss=f"{values.get('train/d_loss', 0.0):.4f}")
+                window, window_samples, window_start = defaultdict(list), 0, time.perf_counter()
+            if self._should_stop():
+                break
+        bar.close()
+        return {k: torch.stack(v).float().mean().item() for k, v in epoch_sums.items()}
+
+    @torch.no_grad()
+    def evaluate(self, epoch: int, log_images: bool = False) -> dict[str, float]:
+        """Validation metrics (``val/loss`` and the metrics module's keys, prefixed ``val/``)."""
+        model = self.ema.module if self.ema is not None else self.generator
+        model.eval()
+        accumulator = MetricAccumulator()
+        loss_sum, count = torch.zeros((), device=self.device), 0
+        shown: dict[str, Any] | None = None
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(_VALIDATION_SEED)
+            for batch in self.val_loader:
+                views = batch["views"].to(self.device, non_blocking=True)
+                target = {k: v.to(self.device, non_blocking=True) for k, v in batch["maps"].items()}
+                with self.precision.autocast():
+                    pred = model(views)
+                    total, _ = self.loss(pred, target)
+                pred = {k: v.float() for k, v in pred.items()}
+                loss_sum += total.float() * views.shape[0]
+                count += views.shape[0]
+                accumulator.update(pred, target)
+                if shown is None:
+                    n = self.s.num_log_images
+                    shown = {"views": views[:n].cpu(), "pred": {k: v[:n].cpu() for k, v in pred.items()},
+                             "target": {k: v[:n].cpu() for k, v in target.items()}}
+        self.generator.train()
+        metrics = {"val/loss": (loss_sum / max(count, 1)).item()}
+        metrics.update({f"val/{k}": float(v) for k, v in accumulator.compute().items()})
+        self.tracker.log_metrics(metrics, step=self.step)
+        if log_images and shown is not None:
+            for path in write_validation_images(self.image_dir, epoch + 1, shown["views"], shown["pred"], shown["target"]):
+                self.tracker.log_artifact(path, "images")
+        return metrics
+
+    def _improved(self, metrics: dict[str, float]) -> bool:
+        if self.optimized_metric not in metrics:
+            raise KeyError(
+                f"optimized_metric={self.optimized_metric!r} is not among the validation metrics: {sorted(metrics)}"
+            )
+        value = metrics[self.optimized_metric]
+        if not math.isfinite(value):
+            return False
+        better = self.best_metric is None or (value < self.best_metric if self.metric_mode == "min" else value > self.best_metric)
+        if better:
+            self.best_metric = value
+        return better
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.train_loader.sampler.shard_size / self.datamodule.batch_size)
+
+    def fit(self) -> FitResult:
+        """Train from the current state (fresh, or after ``load_state_dict``) to the end."""
+        result = FitResult(best_metric=self.best_metric)
+        previous = self._install_signal_handlers()
+        try:
+            while self.epoch < self.s.max_epochs:
+                epoch = self.epoch
+                summary = self._train_epoch(epoch)
+                if self._stop_signal is not None:
+                    log.warning("signal %d: saving %s and stopping", self._stop_signal, self.checkpointer.latest_path)
+                    if self.dist.is_main:
+                        self.checkpointer.save(self.state_dict(), improved=False, epochs_done=None)
+                    result.stop_signal = self._stop_signal
+                    break
+                if self.batch_in_epoch < self.batches_per_epoch:  # the step budget ran out mid-epoch
+                    result.metrics = self._validate_and_save(epoch, validate=True, epochs_done=None)
+                    break
+                self.epoch, self.batch_in_epoch = epoch + 1, 0
+                log.info("Epoch %d summary: %s", self.epoch, ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+                if self.dist.is_main and summary:
+                    self.tracker.log_metrics({f"train/epoch_{k}": v for k, v in summary.items()} | {"epoch": self.epoch}, self.step)
+                validate = self.epoch % self.s.val_every_n_epochs == 0 or self.epoch == self.s.max_epochs
+                metrics = self._validate_and_save(epoch, validate=validate, epochs_done=self.epoch)
+                result.metrics = metrics or result.metrics
+                self.g_scheduler.step(metrics.get(self.optimized_metric))
+                if self.d_scheduler is not None:
+                    self.d_scheduler.step(metrics.get(self.optimized_metric))
+                stop = bool(metrics) and self.dist.is_main and self.on_validation is not None and self.on_validation(epoch, metrics)
+                if broadcast_object(stop, self.dist):
+                    result.stopped_by_hook = True
+                    log.info("stopping after epoch %d (requested by the validation hook)", self.epoch)
+                    break
+                if self.s.max_steps is not None and self.step >= self.s.max_steps:
+                    break
+        finally:
+            self._restore_signal_handlers(previous)
+        result.best_metric, result.epochs_done, result.steps = self.best_metric, self.epoch, self.step
+        return result
+
+    def _validate_and_save(self, epoch: int, *, validate: bool, epochs_done: int | None) -> dict[str, float]:
+        """Validate (rank 0), pick the best model, write checkpoints; all ranks wait for rank 0.
+
+        ``epochs_done`` is None when stopping mid-epoch (no periodic epoch file then).
+        """
+        metrics: dict[str, float] = {}
+        improved = False
+        if self.dist.is_main:
+            if validate and self.val_loader is not None and len(self.val_loader.dataset) > 0:
+                every = self.s.log_images_every_n_epochs
+                log_images = epochs_done is None or epochs_done == self.s.max_epochs or (every > 0 and epochs_done % every == 0)
+                metrics = self.evaluate(epoch, log_images=log_images)
+                improved = self._improved(metrics)
+                shown = ("val/loss", "val/overall_psnr", "val/normal_angle_mean", self.optimized_metric)
+                log.info("[Validation] Epoch %d - %s", epoch + 1, ", ".join(f"{k} {metrics[k]:.4f}" for k in dict.fromkeys(shown) if k in metrics))
+            self.checkpointer.save(self.state_dict(), improved=improved, epochs_done=epochs_done)
+        barrier(self.dist)
+        return broadcast_object(metrics, self.dist)
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        def opt(obj: Any) -> Any:
+            return obj.state_dict() if obj is not None else None
+
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": opt(self.discriminator),
+            "ema": opt(self.ema.module) if self.ema is not None else None,
+            "g_optimizer": self.g_optimizer.state_dict(),
+            "d_optimizer": opt(self.d_optimizer),
+            "g_scheduler": self.g_scheduler.state_dict(),
+            "d_scheduler": opt(self.d_scheduler),
+            "g_scaler": self.g_scaler.state_dict(),
+            "d_scaler": self.d_scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "best_metric": self.best_metric,
+            "optimized_metric": self.optimized_metric,
+            "mlflow_run_id": self.tracker.run_id,
+            "config": self.config,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
+        """Restore everything ``state_dict`` saved; mismatched weights raise ``CheckpointError``."""
+        load_module_state(self.generator, state["generator"], "generator", source)
+        for name, module in (("discriminator", self.discriminator), ("ema", self.ema.module if self.ema else None)):
+            if module is not None and state.get(name) is not None:
+                load_module_state(module, state[name], name, source)
+            elif module is not None and name == "discriminator":
+                log.warning("%s has no discriminator weights; the discriminator starts fresh", source)
+        if self.ema is not None and state.get("ema") is None:
+            self.ema.module.load_state_dict(self.generator.state_dict())
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        if self.d_optimizer is not None and state.get("d_optimizer") is not None:
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.g_scheduler.load_state_dict(state["g_scheduler"])
+        if self.d_scheduler is not None and state.get("d_scheduler") is not None:
+            self.d_scheduler.load_state_dict(state["d_scheduler"])
+        self.g_scaler.load_state_dict(state["g_scaler"])
+        self.d_scaler.load_state_dict(state["d_scaler"])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state.get("batch_in_epoch", 0), state["step"]
+        self.best_metric = state.get("best_metric")
+        restore_rng_state(state["rng"])
+        log.info("resumed from %s: epoch %d, batch %d, step %d", source, self.epoch, self.batch_in_epoch, self.step)
+
+    # --- signals -------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            self._stop_signal = signum
+
+        return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

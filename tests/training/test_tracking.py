@@ -1,0 +1,81 @@
+"""MLflow tracker against a real sqlite store, read back through MlflowClient."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from neuropbr.training.tracking import MlflowTracker, NullTracker, flatten
+
+
+def test_flatten_config() -> None:
+    flat = flatten({"encoder": {"name": "resnet18", "channels": [1, 2]}, "seed": 3, "empty": {}})
+    assert flat == {"encoder.name": "resnet18", "encoder.channels": "[1, 2]", "seed": "3", "empty": "{}"}
+    assert len(flatten({"long": "x" * 10_000})["long"]) == 6000
+
+
+def test_null_tracker_accepts_everything() -> None:
+    tracker = NullTracker()
+    tracker.start(params={"a": 1}, tags={})
+    tracker.log_metrics({"x": 1.0}, step=0)
+    tracker.close()
+    assert tracker.run_id is None
+
+
+def test_mlflow_run_params_metrics_artifacts_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = {"encoder": {"name": "tiny"}, **{f"k{i}": i for i in range(150)}}  # > one LogBatch of params
+    tracker = MlflowTracker(uri=uri, experiment_name="unit", run_name="r1")
+    tracker.start(params=params, tags={"git_commit": "abc"})
+    tracker.log_metrics({"train/g_loss": 1.5, "val/loss": float("nan")}, step=3)
+    image = tmp_path / "grid.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    tracker.log_artifact(image, "images")
+    tracker.close("KILLED")
+    run_id = tracker.run_id
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.info.run_name == "r1"
+    assert run.data.params["encoder.name"] == "tiny" and run.data.params["k149"] == "149"
+    assert run.data.tags["git_commit"] == "abc"
+    assert run.data.metrics == {"train/g_loss": 1.5}  # NaN is not logged
+    assert [a.path for a in client.list_artifacts(run_id, "images")] == ["images/grid.png"]
+
+    resumed = MlflowTracker(uri=uri, experiment_name="unit")
+    resumed.start(params={**params, "k0": 99}, tags={}, resume_run_id=run_id)
+    resumed.log_metrics({"train/g_loss": 0.5}, step=4)
+    resumed.close()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["k0"] == "0"  # params are immutable
+    assert run.data.tags["resumed_config_changes"] == "k0=99"
+    history = client.get_metric_history(run_id, "train/g_loss")
+    assert [(m.step, m.value) for m in history] == [(3, 1.5), (4, 0.5)]
+
+
+def test_nested_run_under_parent(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = MlflowTracker(uri=uri, experiment_name="sweep")
+    parent.start(params={}, tags={})
+    child = MlflowTracker(uri=uri, experiment_name="sweep")
+    child.start(params={"lr": 1}, tags={}, parent_run_id=parent.run_id)
+    child.close()
+    parent.close()
+    run = MlflowClient(tracking_uri=uri).get_run(child.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert math.isclose(float(run.data.params["lr"]), 1)
+
+
+def test_default_uri_is_sqlite_in_working_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert MlflowTracker().uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere.db")
+    assert MlflowTracker().uri == "sqlite:////elsewhere.db"
