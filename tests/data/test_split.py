@@ -1,0 +1,63 @@
+"""Train/val split by MATERIAL: disjoint, reproducible per seed, counts logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+from folder_datasets import WrittenDataset, train_set, val_set
+
+from neuropbr.data.folder import FolderDataModule
+from neuropbr.data.split import split_by_material
+
+MATERIALS = [f"m{i % 20}" for i in range(60)]  # 20 materials, 3 samples each
+
+
+def test_split_shares_no_material_and_covers_every_sample() -> None:
+    train, val = split_by_material(MATERIALS, 0.25, seed=1)
+    assert sorted(train + val) == list(range(len(MATERIALS)))
+    train_materials = {MATERIALS[i] for i in train}
+    val_materials = {MATERIALS[i] for i in val}
+    assert train_materials.isdisjoint(val_materials)
+    assert len(val_materials) == 5 and len(train_materials) == 15
+
+
+def test_split_is_identical_for_a_seed_and_differs_for_another() -> None:
+    assert split_by_material(MATERIALS, 0.25, seed=1) == split_by_material(list(MATERIALS), 0.25, seed=1)
+    assert split_by_material(MATERIALS, 0.25, seed=1) != split_by_material(MATERIALS, 0.25, seed=2)
+
+
+def test_split_keeps_one_material_on_each_side_when_possible() -> None:
+    train, val = split_by_material(["a", "a", "b"], 0.01, seed=0)
+    assert train and val
+    with pytest.raises(ValueError, match=r"data.val_ratio=1.0: expected a value in \[0, 1\)"):
+        split_by_material(MATERIALS, 1.0, seed=0)
+
+
+def _split_ids(root: str, seed: int) -> tuple[list[str], list[str]]:
+    dm = FolderDataModule(root=root, resolution=16, renders="both", val_ratio=0.3, seed=seed, num_workers=0)
+    dm.setup()
+    return [e.id for e in train_set(dm).entries], [e.id for e in val_set(dm).entries]
+
+
+def test_datamodule_split_is_by_material_and_reproducible(
+    make_dataset: Callable[..., WrittenDataset], caplog: pytest.LogCaptureFixture
+) -> None:
+    ds = make_dataset(num_samples=20, num_materials=10, layout="both", size=8)
+    with caplog.at_level(logging.INFO, logger="neuropbr.data"):
+        train, val = _split_ids(str(ds.root), seed=3)
+    material = {f"{v}/{s}": m for s, m in ds.metadata.items() for v in ("clean", "dirty")}
+    assert {material[i] for i in train}.isdisjoint({material[i] for i in val})
+    assert len({material[i] for i in val}) == 3
+    # The clean and dirty renders of a sample share its material, hence its side.
+    for sample_id in val:
+        other = (
+            sample_id.replace("clean/", "dirty/")
+            if sample_id.startswith("clean/")
+            else sample_id.replace("dirty/", "clean/")
+        )
+        assert other in val
+    assert (train, val) == _split_ids(str(ds.root), seed=3)
+    assert (train, val) != _split_ids(str(ds.root), seed=4)
+    assert "train 28 samples / 7 materials, val 12 samples / 3 materials" in caplog.text
