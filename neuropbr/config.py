@@ -72,9 +72,19 @@ class Downsample(str, Enum):
 
 
 class Norm(str, Enum):
+    """Discriminator normalisation (spectral normalises the conv weights instead of adding layers)."""
+
     batch = "batch"
     instance = "instance"
     spectral = "spectral"
+    none = "none"
+
+
+class ConvNorm(str, Enum):
+    """Feature-map normalisation of the convolutional encoders and decoders."""
+
+    batch = "batch"
+    instance = "instance"
     none = "none"
 
 
@@ -190,11 +200,15 @@ class TimmEncoderConfig:
     name: str = "resnet50"
     #: false, true (download from the hub) or the path of a local weights file.
     pretrained: Any = False
-    #: 1 keeps full resolution in the stem (the guide's ``encoder_stride=1``): every feature
-    #: level then has twice the resolution.
+    #: 2 keeps the backbone's stem; 1 halves the stride of its first conv (the guide's
+    #: ``encoder_stride=1``: a stride-2 stem then keeps full resolution), so every feature level
+    #: has twice the resolution.
     stem_stride: int = 2
+    #: No gradients for the backbone's parameters.
     freeze_backbone: bool = False
+    #: Batch-norm layers stay in eval mode (running statistics frozen) and are not trained.
     freeze_bn: bool = False
+    #: Recompute activations in the backward pass (timm's per-stage checkpointing).
     grad_checkpointing: bool = False
     #: Feature levels to use (default: all the backbone has).
     out_indices: list[int] | None = None
@@ -207,9 +221,11 @@ class UNetEncoderConfig:
     """From-scratch U-Net encoder; ``downsample=maxpool`` (unet) or ``stride`` (unet_stride)."""
 
     _target_: str = "neuropbr.models.encoders.unet.UNetEncoder"
+    #: Width of each level, finest first; level i has reduction 2**i, the last is the bottleneck.
     channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
     downsample: Downsample = Downsample.maxpool
-    norm: Norm = Norm.batch
+    norm: ConvNorm = ConvNorm.batch
+    #: Recompute each level in the backward pass (saves activation memory).
     grad_checkpointing: bool = False
 
 
@@ -235,6 +251,7 @@ class ViTFusionConfig:
     view_embedding: bool = True
     #: 2D sine-cosine position embedding (any feature-map size).
     pos_embedding: bool = True
+    #: Recompute each transformer block in the backward pass.
     grad_checkpointing: bool = False
 
 
@@ -254,8 +271,10 @@ class UNetHeadsDecoderConfig:
     channels: list[int] = field(default_factory=lambda: [256, 128, 64, 64, 32])
     #: Output resolution = input resolution * sr_scale (1, 2 or 4).
     sr_scale: int = 1
+    #: Width of the super-resolution stage (PixelShuffle x2 steps from the finest skip level).
     sr_channels: int = 64
-    norm: Norm = Norm.batch
+    norm: ConvNorm = ConvNorm.batch
+    #: Recompute each up-block and the SR stage in the backward pass.
     grad_checkpointing: bool = False
 
 
@@ -264,12 +283,22 @@ class PatchGANConfig:
     """PatchGAN on the 8-channel map stack; ``n_layers`` stride-2 convs set the receptive field."""
 
     _target_: str = "neuropbr.models.discriminators.patchgan.PatchGANDiscriminator"
+    #: Stride-2 convs, 3..7: receptive field 9 * 2**n_layers - 2 = 70/142/286/574/1150 px.
     n_layers: int = 6
+    #: Width of the first conv; each stride-2 conv doubles it up to ``max_channels``.
     ndf: int = 64
     max_channels: int = 512
     norm: Norm = Norm.batch
     #: Also show the discriminator the input views (pix2pix-style conditioning).
     conditional: bool = False
+
+
+@dataclass
+class ModelSummaryConfig:
+    """``python -m neuropbr.models.summary``: the ``summary`` section of ``conf/summary.yaml``."""
+
+    #: Input resolutions to estimate FLOPs and activation memory at (null: ``data.resolution``).
+    resolutions: list[int] | None = None
 
 
 @dataclass
@@ -466,6 +495,41 @@ class TrainConfig:
     task_name: str = "train"
 
 
+# --- python -m neuropbr.synth ---------------------------------------------------------------------
+
+
+@dataclass
+class SynthDataConfig:
+    """The data shape written by ``neuropbr.synth`` (named as in ``data=`` so overrides read alike)."""
+
+    #: Side of the square views and maps, in pixels.
+    resolution: int = 256
+    #: V, the number of views per sample.
+    num_views: int = 3
+
+
+@dataclass
+class SynthConfig:
+    """The root of ``conf/synth.yaml``: write a synthetic dataset in the folder layout."""
+
+    #: Dataset root to create (``out/input/...``, ``out/output/...``).
+    out: str = MISSING
+    num_materials: int = 16
+    #: Samples (different lights, cameras, dirt) rendered per material.
+    samples_per_material: int = 1
+    camera: CameraKind = CameraKind.aligned
+    seed: int = 0
+    #: Worker processes (null = every core available to this process).
+    num_workers: int | None = None
+    #: Scale of the dirty artifacts (0 makes dirty renders equal to clean ones).
+    artifact_strength: float = 1.0
+    #: Optional equirectangular Radiance ``.hdr`` map that lights the scenes instead of skies.
+    hdr: str | None = None
+    #: Replace ``out/input`` and ``out/output`` if they already hold files.
+    overwrite: bool = False
+    data: SynthDataConfig = field(default_factory=SynthDataConfig)
+
+
 _SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"base_synthetic": SyntheticDataConfig, "base_folder": FolderDataConfig},
     "encoder": {"base_timm": TimmEncoderConfig, "base_unet": UNetEncoderConfig},
@@ -490,6 +554,8 @@ def register_configs() -> None:
     """Register every schema in Hydra's ConfigStore. Called by the CLIs before composing."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="synth_schema", node=SynthConfig)
+    cs.store(name="summary_schema", node=ModelSummaryConfig)
     for group, schemas in _SCHEMAS.items():
         for name, schema in schemas.items():
             cs.store(group=group, name=name, node=schema)

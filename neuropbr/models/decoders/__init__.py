@@ -1,0 +1,1 @@
+"""Decoders from fused features to the four PBR maps."""

@@ -1,0 +1,233 @@
+"""U-Net decoder with a super-resolution stage and one head per PBR map (``decoder=unet_heads``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from neuropbr.models.contracts import PBR_CHANNELS
+from neuropbr.models.layers import NORM_LAYERS, ConvNormAct, check_norm
+from neuropbr.utils.checks import check_shape
+
+_SR_SCALES = (1, 2, 4)
+
+
+def _unit_normals(x: Tensor) -> Tensor:
+    return F.normalize(x, dim=1, eps=1e-6)
+
+
+#: Output activation of each map (DESIGN section 3: [0, 1] maps, unit normals).
+OUTPUT_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "albedo": torch.sigmoid,
+    "roughness": torch.sigmoid,
+    "metallic": torch.sigmoid,
+    "normal": _unit_normals,
+}
+
+
+class UpBlock(nn.Module):
+    """Bilinear upsampling to the skip's size, 3x3 conv-norm-ReLU, concat the skip, two 3x3
+    conv-norm-ReLU (the original stack's up-block).
+
+    Args:
+        in_channels: channels of the coarser input.
+        skip_channels: channels of the skip.
+        out_channels: output channels.
+        norm: a key of :data:`~neuropbr.models.layers.NORM_LAYERS`.
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, norm: str) -> None:
+        super().__init__()
+        self.up_conv = ConvNormAct(in_channels, out_channels, 3, norm)
+        self.fuse = nn.Sequential(
+            ConvNormAct(out_channels + skip_channels, out_channels, 3, norm),
+            ConvNormAct(out_channels, out_channels, 3, norm),
+        )
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        """Args: x: (B, C_in, h, w); skip: (B, C_skip, 2h, 2w). Returns: (B, C_out, 2h, 2w)."""
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)  # (B, C_in, 2h, 2w)
+        x = self.up_conv(x)  # (B, C_out, 2h, 2w)
+        return self.fuse(torch.cat([x, skip], dim=1))  # (B, C_out, 2h, 2w)
+
+
+class PixelShuffleStep(nn.Sequential):
+    """One x2 super-resolution step of the original SR head: 3x3 conv C -> 4C, norm, ReLU,
+    PixelShuffle(2), 3x3 conv C -> C/2, norm, ReLU, 1x1 conv C/2 -> C (+ norm, ReLU unless last).
+
+    The last step's 1x1 conv has no bias, as in the original: the 1x1 heads that follow carry one.
+
+    Args:
+        channels: C, the SR width (even).
+        norm: a key of :data:`~neuropbr.models.layers.NORM_LAYERS`.
+        last: whether the heads follow directly.
+    """
+
+    def __init__(self, channels: int, norm: str, last: bool) -> None:
+        layers: list[nn.Module] = [
+            ConvNormAct(channels, 4 * channels, 3, norm),
+            nn.PixelShuffle(2),
+            ConvNormAct(channels, channels // 2, 3, norm),
+            nn.Conv2d(channels // 2, channels, kernel_size=1, bias=not last and norm == "none"),
+        ]
+        if not last:
+            layers += [NORM_LAYERS[norm](channels), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class SuperResolution(nn.Module):
+    """Brings the finest decoder level to the output size with PixelShuffle-x2 steps.
+
+    ``factor = 1``: a plain 3x3 conv-norm-ReLU block. Otherwise a shared 3x3 conv-norm-ReLU
+    (in -> sr_channels) followed by ``log2(factor)`` :class:`PixelShuffleStep`.
+
+    Args:
+        in_channels: channels of the finest decoder level.
+        channels: SR width (``sr_channels``).
+        factor: total upsampling factor, a power of 2.
+        norm: a key of :data:`~neuropbr.models.layers.NORM_LAYERS`.
+    """
+
+    def __init__(self, in_channels: int, channels: int, factor: int, norm: str) -> None:
+        super().__init__()
+        steps = int(factor).bit_length() - 1  # log2(factor)
+        self.factor = factor
+        self.stem = ConvNormAct(in_channels, channels, 3, norm)
+        self.steps = nn.Sequential(
+            *(PixelShuffleStep(channels, norm, last=i == steps - 1) for i in range(steps))
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x: (B, C_in, h, w). Returns: (B, sr_channels, h * factor, w * factor)."""
+        return self.steps(self.stem(x))
+
+
+class UNetHeadsDecoder(nn.Module):
+    """U-Net trunk over skips fused across views, super-resolution stage, one 1x1 head per map.
+
+    Follows :class:`~neuropbr.models.contracts.Decoder`. The trunk climbs from the fused
+    bottleneck through one :class:`UpBlock` per skip (deepest first); the
+    :class:`SuperResolution` stage then upsamples the finest level (reduction
+    ``r0 = skip_reductions[0]``) by ``r0 * sr_scale`` to ``(H * sr_scale, W * sr_scale)``. Heads:
+    albedo 3 ch sigmoid, roughness 1 ch sigmoid, metallic 1 ch sigmoid, normal 3 ch L2-normalised.
+
+    Args:
+        in_channels: channels of the fused bottleneck (``fusion.out_channels``).
+        skip_channels: channels of each skip, finest first (``encoder.out_channels[:-1]``).
+        skip_reductions: reduction of each skip, finest first (``encoder.reductions[:-1]``).
+        bottleneck_reduction: reduction of the bottleneck (``encoder.reductions[-1]``).
+        channels: width of each up-block, deepest first; the first ``len(skip_channels)``
+            entries are used.
+        sr_scale: output resolution / input resolution: 1, 2 or 4.
+        sr_channels: width of the super-resolution stage (even).
+        norm: ``"batch"``, ``"instance"`` or ``"none"``.
+        grad_checkpointing: recompute each up-block and the SR stage in the backward pass.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: Sequence[int],
+        skip_reductions: Sequence[int],
+        bottleneck_reduction: int,
+        channels: Sequence[int] = (256, 128, 64, 64, 32),
+        sr_scale: int = 1,
+        sr_channels: int = 64,
+        norm: str = "batch",
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        skip_channels, skip_reductions = list(skip_channels), list(skip_reductions)
+        channels = [int(c) for c in channels]
+        if len(skip_channels) != len(skip_reductions):
+            raise ValueError(
+                f"decoder: {len(skip_channels)} skip_channels {skip_channels} but "
+                f"{len(skip_reductions)} skip_reductions {skip_reductions}"
+            )
+        reductions = [*skip_reductions, bottleneck_reduction]
+        if any(r < 1 or r & (r - 1) for r in reductions) or reductions != sorted(set(reductions)):
+            raise ValueError(
+                f"decoder: encoder reductions {reductions} must be increasing powers of 2 (finest first)"
+            )
+        if len(channels) < len(skip_channels) or min(channels, default=1) < 1:
+            raise ValueError(
+                f"decoder.channels={channels}: the encoder has {len(skip_channels)} skip levels, so it "
+                f"needs at least {len(skip_channels)} positive widths (deepest first)"
+            )
+        if sr_scale not in _SR_SCALES:
+            raise ValueError(f"decoder.sr_scale={sr_scale}; expected one of {list(_SR_SCALES)}")
+        if sr_channels < 2 or sr_channels % 2:
+            raise ValueError(f"decoder.sr_channels={sr_channels}; expected an even width >= 2")
+        check_norm(norm, "decoder.norm")
+        self.in_channels = in_channels
+        self.skip_channels = skip_channels
+        self.skip_reductions = skip_reductions
+        self.bottleneck_reduction = bottleneck_reduction
+        self.sr_scale = sr_scale
+        self.grad_checkpointing = grad_checkpointing
+
+        blocks = []
+        previous = in_channels
+        for skip, width in zip(reversed(skip_channels), channels):  # deepest skip first
+            blocks.append(UpBlock(previous, skip, width, norm))
+            previous = width
+        self.up_blocks = nn.ModuleList(blocks)
+        finest_reduction = skip_reductions[0] if skip_reductions else bottleneck_reduction
+        self.sr = SuperResolution(previous, sr_channels, finest_reduction * sr_scale, norm)
+        self.heads = nn.ModuleDict(
+            {name: nn.Conv2d(sr_channels, c, kernel_size=1) for name, c in PBR_CHANNELS.items()}
+        )
+
+    def _maybe_checkpoint(self, module: nn.Module, *args: Tensor) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
+    def forward(self, fused: Tensor, skips: list[Tensor], image_size: tuple[int, int]) -> dict[str, Tensor]:
+        """Decode the maps.
+
+        Args:
+            fused: (B, in_channels, H / bottleneck_reduction, W / bottleneck_reduction).
+            skips: ``[(B, skip_channels[i], H / skip_reductions[i], W / skip_reductions[i])]``,
+                finest first.
+            image_size: (H, W) of the input views, divisible by ``bottleneck_reduction``.
+
+        Returns:
+            ``{name: (B, PBR_CHANNELS[name], H * sr_scale, W * sr_scale)}`` with output activations.
+        """
+        height, width = image_size
+        if height % self.bottleneck_reduction or width % self.bottleneck_reduction:
+            raise ValueError(
+                f"decoder: image size {height}x{width} must be divisible by {self.bottleneck_reduction} "
+                "(the encoder's bottleneck reduction); resize or crop the views"
+            )
+        if len(skips) != len(self.skip_channels):
+            raise ValueError(f"decoder: expected {len(self.skip_channels)} skips, got {len(skips)}")
+        batch = check_shape(
+            fused,
+            "B C h w",
+            "decoder fused",
+            C=self.in_channels,
+            h=height // self.bottleneck_reduction,
+            w=width // self.bottleneck_reduction,
+        )["B"]
+        for i, (skip, channels, reduction) in enumerate(zip(skips, self.skip_channels, self.skip_reductions)):
+            check_shape(
+                skip,
+                "B C h w",
+                f"decoder skip {i}",
+                B=batch,
+                C=channels,
+                h=height // reduction,
+                w=width // reduction,
+            )
+
+        x = fused  # (B, C, h, w)
+        for block, skip in zip(self.up_blocks, reversed(skips)):
+            x = self._maybe_checkpoint(block, x, skip)  # (B, C_i, H / r_i, W / r_i)
+        x = self._maybe_checkpoint(self.sr, x)  # (B, sr_channels, H * sr_scale, W * sr_scale)
+        return {name: OUTPUT_ACTIVATIONS[name](head(x)) for name, head in self.heads.items()}

@@ -1,0 +1,1 @@
+"""Discriminators for adversarial training on the PBR map stack."""

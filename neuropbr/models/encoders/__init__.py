@@ -1,0 +1,1 @@
+"""Per-view feature extractors: any timm backbone, or a from-scratch U-Net encoder."""

@@ -1,0 +1,92 @@
+"""From-scratch U-Net encoder (``encoder=unet`` with max-pooling, ``encoder=unet_stride`` with
+strided convolutions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from neuropbr.models.layers import ConvNormAct, check_norm
+from neuropbr.utils.checks import check_shape
+
+_DOWNSAMPLE = ("maxpool", "stride")
+
+
+def _level(in_channels: int, out_channels: int, downsample: str | None, norm: str) -> nn.Sequential:
+    """Two 3x3 conv-norm-ReLU layers, preceded by max-pooling or with a strided first conv."""
+    if downsample == "stride":
+        return nn.Sequential(
+            ConvNormAct(in_channels, out_channels, 3, norm, stride=2),
+            ConvNormAct(out_channels, out_channels, 3, norm),
+        )
+    layers: list[nn.Module] = [nn.MaxPool2d(2)] if downsample == "maxpool" else []
+    layers += [
+        ConvNormAct(in_channels, out_channels, 3, norm),
+        ConvNormAct(out_channels, out_channels, 3, norm),
+    ]
+    return nn.Sequential(*layers)
+
+
+class UNetEncoder(nn.Module):
+    """U-Net contracting path: level 0 at full resolution, each next level at half the previous.
+
+    Follows :class:`~neuropbr.models.contracts.Encoder`. Inputs in [0, 1] are mapped to [-1, 1]
+    inside (there are no pretrained statistics to match).
+
+    Args:
+        channels: width of each level, finest first; ``len(channels)`` levels with reductions
+            ``1, 2, 4, ...``. The last level is the bottleneck.
+        downsample: ``"maxpool"`` (2x2 max-pooling before each level) or ``"stride"`` (the first
+            conv of each level has stride 2).
+        norm: ``"batch"``, ``"instance"`` or ``"none"``.
+        grad_checkpointing: recompute each level in the backward pass instead of storing its
+            activations.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (64, 128, 256, 512, 1024, 2048),
+        downsample: str = "maxpool",
+        norm: str = "batch",
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if len(channels) < 2 or min(channels) < 1:
+            raise ValueError(
+                f"encoder.channels={channels}; expected at least 2 positive widths (skips + bottleneck)"
+            )
+        if downsample not in _DOWNSAMPLE:
+            raise ValueError(f"encoder.downsample={downsample!r}; choose one of {sorted(_DOWNSAMPLE)}")
+        check_norm(norm, "encoder.norm")
+        self.out_channels: list[int] = channels
+        self.reductions: list[int] = [2**i for i in range(len(channels))]
+        self.grad_checkpointing = grad_checkpointing
+        in_channels = [3, *channels[:-1]]
+        self.levels = nn.ModuleList(
+            _level(c_in, c_out, downsample if i > 0 else None, norm)
+            for i, (c_in, c_out) in enumerate(zip(in_channels, channels))
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Extract the feature pyramid.
+
+        Args:
+            x: (N, 3, H, W) in [0, 1]; H and W divisible by ``reductions[-1]``.
+
+        Returns:
+            ``[(N, out_channels[i], H / reductions[i], W / reductions[i])]``, finest first.
+        """
+        check_shape(x, "N 3 H W", "encoder input")
+        x = (x - 0.5) / 0.5  # (N, 3, H, W) in [-1, 1]
+        features = []
+        for level in self.levels:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(level, x, use_reentrant=False)
+            else:
+                x = level(x)
+            features.append(x)  # (N, C_i, H / 2^i, W / 2^i)
+        return features

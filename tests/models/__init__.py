@@ -1,0 +1,1 @@
+"""Contract tests of the generator slots and discriminators (mirrors neuropbr/models/)."""

@@ -1,0 +1,154 @@
+"""UNetHeadsDecoder: output sizes for every SR factor, activations, errors, checkpointing, structure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from neuropbr.models.contracts import PBR_CHANNELS, Decoder
+from neuropbr.models.decoders.unet_heads import PixelShuffleStep, UNetHeadsDecoder
+
+from .helpers import assert_every_param_has_grad, assert_same_grads, projection_loss
+
+IN_CHANNELS = 24
+#: (skip channels, skip reductions, bottleneck reduction): a resnet-like pyramid (finest skip at
+#: 1/2) and a U-Net-like one (finest skip at full resolution).
+PYRAMIDS = {
+    "resnet_like": ([8, 8, 16], [2, 4, 8], 16),
+    "unet_like": ([8, 16], [1, 2], 4),
+}
+
+
+def make_decoder(pyramid: str = "resnet_like", **kwargs) -> UNetHeadsDecoder:
+    skip_channels, skip_reductions, bottleneck = PYRAMIDS[pyramid]
+    options = {"channels": [16, 8, 8], "sr_channels": 8, **kwargs}
+    return UNetHeadsDecoder(IN_CHANNELS, skip_channels, skip_reductions, bottleneck, **options)
+
+
+def make_inputs(decoder: UNetHeadsDecoder, batch: int = 2, size: int = 32) -> tuple[Tensor, list[Tensor]]:
+    reduction = decoder.bottleneck_reduction
+    fused = torch.randn(batch, IN_CHANNELS, size // reduction, size // reduction)  # (B, C, h, w)
+    skips = [
+        torch.randn(batch, c, size // r, size // r)
+        for c, r in zip(decoder.skip_channels, decoder.skip_reductions)
+    ]
+    return fused, skips
+
+
+@pytest.mark.parametrize("sr_scale", [1, 2, 4])
+@pytest.mark.parametrize("pyramid", list(PYRAMIDS))
+def test_cardinality_and_output_ranges(pyramid: str, sr_scale: int) -> None:
+    decoder = make_decoder(pyramid, sr_scale=sr_scale)
+    assert isinstance(decoder, Decoder) and decoder.sr_scale == sr_scale
+    fused, skips = make_inputs(decoder)
+    maps = decoder(fused, skips, (32, 32))
+    assert list(maps) == list(PBR_CHANNELS)
+    for name, channels in PBR_CHANNELS.items():
+        assert maps[name].shape == (2, channels, 32 * sr_scale, 32 * sr_scale)
+    for name in ("albedo", "roughness", "metallic"):
+        assert 0 <= maps[name].min() and maps[name].max() <= 1
+    torch.testing.assert_close(maps["normal"].norm(dim=1), torch.ones(2, 32 * sr_scale, 32 * sr_scale))
+
+
+def test_rectangular_images() -> None:
+    decoder = make_decoder(sr_scale=2)
+    skips = [
+        torch.randn(1, c, 32 // r, 48 // r) for c, r in zip(decoder.skip_channels, decoder.skip_reductions)
+    ]
+    maps = decoder(torch.randn(1, IN_CHANNELS, 2, 3), skips, (32, 48))
+    assert maps["albedo"].shape == (1, 3, 64, 96)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "none"])
+def test_grad_flow(norm: str) -> None:
+    decoder = make_decoder(sr_scale=2, norm=norm).train()
+    fused, skips = make_inputs(decoder)
+    fused.requires_grad_(True)
+    projection_loss(decoder(fused, skips, (32, 32))).backward()
+    assert_every_param_has_grad(decoder)
+    assert fused.grad is not None and fused.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("sr_scale", [1, 4])
+def test_grad_checkpointing_gives_the_same_gradients(sr_scale: int) -> None:
+    torch.manual_seed(0)
+    plain = make_decoder(sr_scale=sr_scale).train()
+    torch.manual_seed(0)
+    checkpointed = make_decoder(sr_scale=sr_scale, grad_checkpointing=True).train()
+    fused, skips = make_inputs(plain)
+    for decoder in (plain, checkpointed):
+        projection_loss(decoder(fused, skips, (32, 32))).backward()
+    assert_same_grads(plain, checkpointed)
+
+
+def test_wrong_inputs_name_expected_and_actual() -> None:
+    decoder = make_decoder()
+    fused, skips = make_inputs(decoder)
+    with pytest.raises(
+        ValueError, match=r"decoder fused: expected \(B, C=24, h=2, w=2\), got \(2, 24, 4, 4\)"
+    ):
+        decoder(torch.randn(2, IN_CHANNELS, 4, 4), skips, (32, 32))
+    bad_skips = [skips[0], torch.randn(2, 9, 8, 8), skips[2]]
+    with pytest.raises(
+        ValueError, match=r"decoder skip 1: expected \(B=2, C=8, h=8, w=8\), got \(2, 9, 8, 8\)"
+    ):
+        decoder(fused, bad_skips, (32, 32))
+    with pytest.raises(ValueError, match=r"decoder: expected 3 skips, got 2"):
+        decoder(fused, skips[:2], (32, 32))
+    with pytest.raises(ValueError, match=r"image size 40x32 must be divisible by 16"):
+        decoder(fused, skips, (40, 32))
+
+
+def test_option_errors() -> None:
+    with pytest.raises(ValueError, match=r"decoder\.channels=\[16, 8\]: the encoder has 3 skip levels"):
+        make_decoder(channels=[16, 8])
+    with pytest.raises(ValueError, match=r"decoder\.sr_scale=3; expected one of \[1, 2, 4\]"):
+        make_decoder(sr_scale=3)
+    with pytest.raises(ValueError, match=r"decoder\.sr_channels=7"):
+        make_decoder(sr_channels=7)
+    with pytest.raises(ValueError, match=r"decoder\.norm='spectral'; choose one of"):
+        make_decoder(norm="spectral")
+
+
+def test_extra_channel_entries_are_ignored() -> None:
+    decoder = make_decoder(channels=[16, 8, 8, 4, 4])
+    assert [block.up_conv[0].out_channels for block in decoder.up_blocks] == [16, 8, 8]
+
+
+def test_super_resolution_steps_match_the_factor() -> None:
+    """One PixelShuffle x2 step per factor 2 of (finest reduction * sr_scale); a plain conv at 1."""
+    steps = {
+        (pyramid, sr): sum(
+            isinstance(m, PixelShuffleStep) for m in make_decoder(pyramid, sr_scale=sr).modules()
+        )
+        for pyramid in PYRAMIDS
+        for sr in (1, 2, 4)
+    }
+    assert steps == {
+        ("resnet_like", 1): 1,
+        ("resnet_like", 2): 2,
+        ("resnet_like", 4): 3,
+        ("unet_like", 1): 0,
+        ("unet_like", 2): 1,
+        ("unet_like", 4): 2,
+    }
+
+
+def test_original_sr_head_structure() -> None:
+    """The SR x2 head of PERFORMANCE.md: 3x3 64->64, 3x3 64->256, PixelShuffle 2, 3x3 64->32,
+    1x1 32->64, BN + ReLU between, no conv biases; 4 heads of 1x1 convs with bias."""
+    decoder = UNetHeadsDecoder(64, [64], [2], 4, channels=[64], sr_channels=64)
+    convs = [m for m in decoder.sr.modules() if isinstance(m, nn.Conv2d)]
+    has_bias = False
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.bias is not None) for c in convs] == [
+        (64, 64, 3, has_bias),
+        (64, 256, 3, has_bias),
+        (64, 32, 3, has_bias),
+        (32, 64, 1, has_bias),
+    ]
+    assert [m.num_features for m in decoder.sr.modules() if isinstance(m, nn.BatchNorm2d)] == [64, 256, 32]
+    assert sum(p.numel() for p in decoder.sr.parameters()) == 36864 + 147456 + 18432 + 2048 + 2 * (
+        64 + 256 + 32
+    )
+    assert sum(p.numel() for p in decoder.heads.parameters()) == 64 * 8 + 8
