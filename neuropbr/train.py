@@ -20,6 +20,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.neuropbr_optuna import register_plugin as register_optuna_sweeper
 from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss, instantiate
 from neuropbr.config import choice, config_dir, register_configs
 from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, load_checkpoint
@@ -35,17 +36,28 @@ log = logging.getLogger(__name__)
 def check_config(cfg: DictConfig) -> None:
     """Checks that involve several groups (single-key checks live in the components)."""
     if not str(cfg.optimized_metric).startswith(("val/", "train/")):
-        raise ValueError(f"optimized_metric={cfg.optimized_metric!r}: expected a 'val/...' key such as 'val/loss'")
+        raise ValueError(
+            f"optimized_metric={cfg.optimized_metric!r}: expected a 'val/...' key such as 'val/loss'"
+        )
     if cfg.discriminator.get("_target_") is None and cfg.loss.weights.get("gan", 0.0) > 0:
-        log.info("discriminator=none: loss.weights.gan=%s is ignored (no adversarial training)", cfg.loss.weights.gan)
-    if cfg.trainer.gan_start_epoch >= cfg.trainer.max_epochs and cfg.discriminator.get("_target_") is not None:
+        log.info(
+            "discriminator=none: loss.weights.gan=%s is ignored (no adversarial training)",
+            cfg.loss.weights.gan,
+        )
+    if (
+        cfg.trainer.gan_start_epoch >= cfg.trainer.max_epochs
+        and cfg.discriminator.get("_target_") is not None
+    ):
         log.warning(
             "trainer.gan_start_epoch=%d >= trainer.max_epochs=%d: the GAN never starts",
-            cfg.trainer.gan_start_epoch, cfg.trainer.max_epochs,
+            cfg.trainer.gan_start_epoch,
+            cfg.trainer.max_epochs,
         )
 
 
-def _optimizer(node: DictConfig, params: Any, lr: float, device: torch.device, fused: bool | None) -> torch.optim.Optimizer:
+def _optimizer(
+    node: DictConfig, params: Any, lr: float, device: torch.device, fused: bool | None
+) -> torch.optim.Optimizer:
     factory = instantiate(node)  # a partial of a torch.optim class (STYLE R4)
     kwargs: dict[str, Any] = {"lr": lr}
     if fused is not False and getattr(factory.func, "__name__", "") in ("Adam", "AdamW", "SGD"):
@@ -59,7 +71,11 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     """Git commit, overrides, host and sweep ids, as MLflow tags."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
@@ -88,8 +104,20 @@ def train(cfg: DictConfig) -> float:
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     generator, discriminator, loss = build_generator(cfg), build_discriminator(cfg), build_loss(cfg)
-    g_opt = _optimizer(cfg.optimizer.generator, generator.parameters(), cfg.optimizer.g_lr, device, cfg.optimizer.fused)
-    d_opt = _optimizer(cfg.optimizer.discriminator, discriminator.parameters(), cfg.optimizer.d_lr, device, cfg.optimizer.fused) if discriminator else None
+    g_opt = _optimizer(
+        cfg.optimizer.generator, generator.parameters(), cfg.optimizer.g_lr, device, cfg.optimizer.fused
+    )
+    d_opt = (
+        _optimizer(
+            cfg.optimizer.discriminator,
+            discriminator.parameters(),
+            cfg.optimizer.d_lr,
+            device,
+            cfg.optimizer.fused,
+        )
+        if discriminator
+        else None
+    )
     mode = choice(cfg.optimized_metric_mode)
     sched = instantiate(cfg.scheduler)
     g_sched = sched(g_opt, max_epochs=cfg.trainer.max_epochs, mode=mode)
@@ -97,11 +125,23 @@ def train(cfg: DictConfig) -> float:
     tracker = instantiate(cfg.tracking) if dist_info.is_main else NullTracker()
     loop_keys = LoopSettings.__dataclass_fields__
     trainer = Trainer(
-        generator, discriminator, loss, g_opt, d_opt, g_sched, d_sched, datamodule,
+        generator,
+        discriminator,
+        loss,
+        g_opt,
+        d_opt,
+        g_sched,
+        d_sched,
+        datamodule,
         device=device,
         precision=resolve_precision(choice(cfg.trainer.precision), device),
         settings=LoopSettings(**{k: v for k, v in cfg.trainer.items() if k in loop_keys}),
-        checkpointer=Checkpointer(cfg.paths.checkpoint_dir, cfg.trainer.save_every_n_epochs, cfg.trainer.save_best_only, dist_info.is_main),
+        checkpointer=Checkpointer(
+            cfg.paths.checkpoint_dir,
+            cfg.trainer.save_every_n_epochs,
+            cfg.trainer.save_best_only,
+            dist_info.is_main,
+        ),
         tracker=tracker,
         optimized_metric=cfg.optimized_metric,
         metric_mode=mode,
@@ -167,16 +207,22 @@ def _pruning_hook(cfg: DictConfig) -> Any:
         return None
     from neuropbr.training.pruning import OptunaPruningHook
 
-    return OptunaPruningHook(cfg.sweep.storage, cfg.sweep.study_name, cfg.sweep.trial_number, cfg.optimized_metric)
+    return OptunaPruningHook(
+        cfg.sweep.storage, cfg.sweep.study_name, cfg.sweep.trial_number, cfg.optimized_metric
+    )
 
 
 def _raise_pruned(cfg: DictConfig, metrics: dict[str, float]) -> None:
     import optuna
 
-    raise optuna.TrialPruned(f"trial {cfg.sweep.trial_number} pruned at {cfg.optimized_metric}={metrics.get(cfg.optimized_metric)}")
+    raise optuna.TrialPruned(
+        f"trial {cfg.sweep.trial_number} pruned at {cfg.optimized_metric}={metrics.get(cfg.optimized_metric)}"
+    )
 
 
 register_configs()
+# Explicit, because Hydra's plugin scan cannot list hydra_plugins/ through an editable install.
+register_optuna_sweeper()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")

@@ -58,7 +58,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(_as_tuple(state["python"]))
     np_state = state["numpy"]
     np.random.set_state(
-        ("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -123,7 +129,9 @@ def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
     return cleaned
 
 
-def load_module_state(module: nn.Module, state_dict: dict[str, torch.Tensor], name: str, source: str | Path) -> None:
+def load_module_state(
+    module: nn.Module, state_dict: dict[str, torch.Tensor], name: str, source: str | Path
+) -> None:
     """Load weights strictly, or raise one error listing every missing/unexpected/mis-shaped key."""
     state_dict = strip_wrapper_prefixes(state_dict)
     own = module.state_dict()
@@ -136,7 +144,11 @@ def load_module_state(module: nn.Module, state_dict: dict[str, torch.Tensor], na
     ]
     if missing or unexpected or mismatched:
         lines = [f"checkpoint {source}: the {name} weights do not match the {name} built from the config"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if items:
                 shown = items[:20]
                 more = f" ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
@@ -159,7 +171,9 @@ class Checkpointer:
         enabled: False on non-zero ranks.
     """
 
-    def __init__(self, directory: str | Path, save_every_n_epochs: int, save_best_only: bool, enabled: bool = True) -> None:
+    def __init__(
+        self, directory: str | Path, save_every_n_epochs: int, save_best_only: bool, enabled: bool = True
+    ) -> None:
         if save_every_n_epochs < 0:
             raise ValueError(f"trainer.save_every_n_epochs={save_every_n_epochs}: expected >= 0")
         self.directory = Path(directory)
@@ -198,7 +212,9 @@ class Checkpointer:
         return written
 
 
-def find_resume_checkpoint(resume: str | None, checkpoint_dir: str | Path, runs_root: str | Path) -> Path | None:
+def find_resume_checkpoint(
+    resume: str | None, checkpoint_dir: str | Path, runs_root: str | Path
+) -> Path | None:
     """Resolve ``trainer.resume``: a path, ``auto``, or null.
 
     ``auto`` takes ``latest.pth`` of this run directory if it exists, else the most recently

@@ -42,7 +42,9 @@ def init_distributed(requested: bool, device_kind: str) -> DistInfo:
     """
     if not (requested or launched_by_torchrun()):
         return DistInfo()
-    missing = [v for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    missing = [
+        v for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ
+    ]
     if missing:
         raise RuntimeError(
             f"trainer.distributed=true but {missing} are not set: launch with "

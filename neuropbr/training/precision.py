@@ -19,7 +19,9 @@ def resolve_device(kind: str, local_rank: int = 0) -> torch.device:
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("trainer.device=cuda but torch sees no CUDA device; use trainer.device=cpu or auto")
+            raise RuntimeError(
+                "trainer.device=cuda but torch sees no CUDA device; use trainer.device=cpu or auto"
+            )
         return torch.device("cuda", local_rank)
     if kind == "cpu":
         return torch.device("cpu")

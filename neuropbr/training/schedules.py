@@ -103,7 +103,9 @@ class PlateauScheduler(EpochScheduler):
         self.best: float | None = None
         self.bad_epochs = 0
         self.reductions = 0
-        super().__init__(optimizer, lambda _epoch: self.decay**self.reductions, warmup_epochs, warmup_start_factor)
+        super().__init__(
+            optimizer, lambda _epoch: self.decay**self.reductions, warmup_epochs, warmup_start_factor
+        )
 
     def step(self, metric: float | None = None) -> None:
         if metric is not None and self.epoch >= self.warmup_epochs:
@@ -122,7 +124,12 @@ class PlateauScheduler(EpochScheduler):
             group["lr"] = max(base * self.lr_factor(self.epoch), min(self.min_lr, base))
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "best": self.best, "bad_epochs": self.bad_epochs, "reductions": self.reductions}
+        return {
+            **super().state_dict(),
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "reductions": self.reductions,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.bad_epochs, self.reductions = state["best"], state["bad_epochs"], state["reductions"]
@@ -163,7 +170,9 @@ def step(
     """Multiply the lr by ``gamma`` every ``step_size`` epochs (after warmup)."""
     if step_size < 1:
         raise ValueError(f"scheduler.step_size={step_size}: expected >= 1")
-    return EpochScheduler(optimizer, lambda epoch: gamma ** (epoch // step_size), warmup_epochs, warmup_start_factor)
+    return EpochScheduler(
+        optimizer, lambda epoch: gamma ** (epoch // step_size), warmup_epochs, warmup_start_factor
+    )
 
 
 def plateau(

@@ -106,7 +106,9 @@ class MlflowTracker:
         try:
             from mlflow.tracking import MlflowClient
         except ImportError as err:  # a config asked for MLflow: never fall back silently
-            raise ImportError("tracking=mlflow needs mlflow: pip install mlflow (or use tracking=none)") from err
+            raise ImportError(
+                "tracking=mlflow needs mlflow: pip install mlflow (or use tracking=none)"
+            ) from err
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
         self.experiment_name = experiment_name
         self.run_name = run_name
@@ -154,7 +156,13 @@ class MlflowTracker:
             flat = {k: v for k, v in flat.items() if k not in known}
             if changed:
                 # MLflow params are immutable: record what the resumed run changed as a tag.
-                self.set_tags({"resumed_config_changes": ", ".join(f"{k}={v}" for k, v in sorted(changed.items()))[:5000]})
+                self.set_tags(
+                    {
+                        "resumed_config_changes": ", ".join(f"{k}={v}" for k, v in sorted(changed.items()))[
+                            :5000
+                        ]
+                    }
+                )
             log.info("MLflow: resumed run %s at %s", self.run_id, self.uri)
         else:
             all_tags = dict(tags)

@@ -145,11 +145,15 @@ class Trainer:
         self.optimized_metric, self.metric_mode = optimized_metric, metric_mode
         self.config, self.on_validation = config or {}, on_validation
         self.image_dir = Path(image_dir) if image_dir else checkpointer.directory.parent / "images"
-        memory_format = torch.channels_last if channels_last and device.type == "cuda" else torch.preserve_format
+        memory_format = (
+            torch.channels_last if channels_last and device.type == "cuda" else torch.preserve_format
+        )
         # The plain modules own the weights (state dicts, EMA, the G-step call of D); the
         # "train" handles may be compiled and/or DDP-wrapped views of the same parameters.
         self.generator = generator.to(device, memory_format=memory_format)
-        self.discriminator = discriminator.to(device, memory_format=memory_format) if discriminator is not None else None
+        self.discriminator = (
+            discriminator.to(device, memory_format=memory_format) if discriminator is not None else None
+        )
         self.ema = ExponentialMovingAverage(self.generator, ema_decay) if ema_decay is not None else None
         self.g_train = self._wrap(self.generator, compile)
         self.d_train = self._wrap(self.discriminator, compile) if self.discriminator is not None else None
@@ -171,7 +175,14 @@ class Trainer:
 
     # --- one step ------------------------------------------------------------------------------
 
-    def _optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer, scaler: Any, module: nn.Module, clip: float | None) -> None:
+    def _optimize(
+        self,
+        loss: Tensor,
+        optimizer: torch.optim.Optimizer,
+        scaler: Any,
+        module: nn.Module,
+        clip: float | None,
+    ) -> None:
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if clip:
@@ -201,8 +212,12 @@ class Trainer:
                     fake_for_d = fake
                 with self.precision.autocast():
                     fake_stack = stack_maps({k: v.detach() for k, v in fake_for_d.items()})
-                    d_loss = self.loss.discriminator_loss(self.d_train(real, views), self.d_train(fake_stack, views))
-                self._optimize(d_loss, self.d_optimizer, self.d_scaler, self.discriminator, self.s.d_grad_clip_norm)
+                    d_loss = self.loss.discriminator_loss(
+                        self.d_train(real, views), self.d_train(fake_stack, views)
+                    )
+                self._optimize(
+                    d_loss, self.d_optimizer, self.d_scaler, self.discriminator, self.s.d_grad_clip_norm
+                )
             logs["d_loss"] = d_loss.detach()
         # G step: D's weights need no gradient here; calling the plain module also keeps DDP's
         # reducer out of a backward that produces no D gradients.
@@ -218,7 +233,9 @@ class Trainer:
             self.ema.update(self.generator)
         logs["g_loss"] = g_loss.detach()
         for name, value in terms.items():
-            logs[_TERM_LOG_NAMES.get(name, name if name.startswith("l1_") else f"loss_{name}")] = value.detach()
+            logs[_TERM_LOG_NAMES.get(name, name if name.startswith("l1_") else f"loss_{name}")] = (
+                value.detach()
+            )
         with torch.no_grad():
             logs.update(train_step_metrics({k: v.detach() for k, v in fake.items()}, target))
         return logs
@@ -226,7 +243,9 @@ class Trainer:
     # --- epochs --------------------------------------------------------------------------------
 
     def _should_stop(self) -> bool:
-        stop = self._stop_signal is not None or (self.s.max_steps is not None and self.step >= self.s.max_steps)
+        stop = self._stop_signal is not None or (
+            self.s.max_steps is not None and self.step >= self.s.max_steps
+        )
         if self.dist.enabled:  # every rank must leave the loop at the same step
             flag = torch.tensor([int(stop)], device=self.device if dist.get_backend() == "nccl" else "cpu")
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -273,7 +292,9 @@ class Trainer:
                     epoch_sums[key].append(value)
             if self.step % self.s.log_every_n_steps == 0:
                 values = self._log_window(window, window_samples, time.perf_counter() - window_start)
-                bar.set_postfix(G_loss=f"{values['train/g_loss']:.4f}", D_loss=f"{values.get('train/d_loss', 0.0):.4f}")
+                bar.set_postfix(
+                    G_loss=f"{values['train/g_loss']:.4f}", D_loss=f"{values.get('train/d_loss', 0.0):.4f}"
+                )
                 window, window_samples, window_start = defaultdict(list), 0, time.perf_counter()
             if self._should_stop():
                 break
@@ -285,6 +306,7 @@ class Trainer:
         """Validation metrics (``val/loss`` and the metrics module's keys, prefixed ``val/``)."""
         model = self.ema.module if self.ema is not None else self.generator
         model.eval()
+        self.loss.eval()  # e.g. the rendering term then uses fixed lights: val/loss is comparable
         accumulator = MetricAccumulator()
         loss_sum, count = torch.zeros((), device=self.device), 0
         shown: dict[str, Any] | None = None
@@ -302,14 +324,20 @@ class Trainer:
                 accumulator.update(pred, target)
                 if shown is None:
                     n = self.s.num_log_images
-                    shown = {"views": views[:n].cpu(), "pred": {k: v[:n].cpu() for k, v in pred.items()},
-                             "target": {k: v[:n].cpu() for k, v in target.items()}}
+                    shown = {
+                        "views": views[:n].cpu(),
+                        "pred": {k: v[:n].cpu() for k, v in pred.items()},
+                        "target": {k: v[:n].cpu() for k, v in target.items()},
+                    }
         self.generator.train()
+        self.loss.train()
         metrics = {"val/loss": (loss_sum / max(count, 1)).item()}
         metrics.update({f"val/{k}": float(v) for k, v in accumulator.compute().items()})
         self.tracker.log_metrics(metrics, step=self.step)
         if log_images and shown is not None:
-            for path in write_validation_images(self.image_dir, epoch + 1, shown["views"], shown["pred"], shown["target"]):
+            for path in write_validation_images(
+                self.image_dir, epoch + 1, shown["views"], shown["pred"], shown["target"]
+            ):
                 self.tracker.log_artifact(path, "images")
         return metrics
 
@@ -321,7 +349,9 @@ class Trainer:
         value = metrics[self.optimized_metric]
         if not math.isfinite(value):
             return False
-        better = self.best_metric is None or (value < self.best_metric if self.metric_mode == "min" else value > self.best_metric)
+        better = self.best_metric is None or (
+            value < self.best_metric if self.metric_mode == "min" else value > self.best_metric
+        )
         if better:
             self.best_metric = value
         return better
@@ -339,25 +369,40 @@ class Trainer:
                 epoch = self.epoch
                 summary = self._train_epoch(epoch)
                 if self._stop_signal is not None:
-                    log.warning("signal %d: saving %s and stopping", self._stop_signal, self.checkpointer.latest_path)
-                    if self.dist.is_main:
-                        self.checkpointer.save(self.state_dict(), improved=False, epochs_done=None)
+                    log.warning(
+                        "signal %d: saving %s and stopping", self._stop_signal, self.checkpointer.latest_path
+                    )
+                    self._save(False, epochs_done=None)
                     result.stop_signal = self._stop_signal
                     break
                 if self.batch_in_epoch < self.batches_per_epoch:  # the step budget ran out mid-epoch
-                    result.metrics = self._validate_and_save(epoch, validate=True, epochs_done=None)
+                    result.metrics, improved = self._validate(epoch, epochs_done=None)
+                    self._save(improved, epochs_done=None)
                     break
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
-                log.info("Epoch %d summary: %s", self.epoch, ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+                log.info(
+                    "Epoch %d summary: %s", self.epoch, ", ".join(f"{k} {v:.4f}" for k, v in summary.items())
+                )
                 if self.dist.is_main and summary:
-                    self.tracker.log_metrics({f"train/epoch_{k}": v for k, v in summary.items()} | {"epoch": self.epoch}, self.step)
-                validate = self.epoch % self.s.val_every_n_epochs == 0 or self.epoch == self.s.max_epochs
-                metrics = self._validate_and_save(epoch, validate=validate, epochs_done=self.epoch)
-                result.metrics = metrics or result.metrics
+                    self.tracker.log_metrics(
+                        {f"train/epoch_{k}": v for k, v in summary.items()} | {"epoch": self.epoch}, self.step
+                    )
+                metrics, improved = {}, False
+                if self.epoch % self.s.val_every_n_epochs == 0 or self.epoch == self.s.max_epochs:
+                    metrics, improved = self._validate(epoch, epochs_done=self.epoch)
+                    result.metrics = metrics
+                # Schedules advance before the checkpoint, so a resume starts the next epoch at
+                # the lr an uninterrupted run uses.
                 self.g_scheduler.step(metrics.get(self.optimized_metric))
                 if self.d_scheduler is not None:
                     self.d_scheduler.step(metrics.get(self.optimized_metric))
-                stop = bool(metrics) and self.dist.is_main and self.on_validation is not None and self.on_validation(epoch, metrics)
+                stop = (
+                    bool(metrics)
+                    and self.dist.is_main  # rank 0 decides (e.g. reports to Optuna); all ranks follow
+                    and self.on_validation is not None
+                    and self.on_validation(epoch, metrics)
+                )
+                self._save(improved, epochs_done=self.epoch)
                 if broadcast_object(stop, self.dist):
                     result.stopped_by_hook = True
                     log.info("stopping after epoch %d (requested by the validation hook)", self.epoch)
@@ -369,24 +414,36 @@ class Trainer:
         result.best_metric, result.epochs_done, result.steps = self.best_metric, self.epoch, self.step
         return result
 
-    def _validate_and_save(self, epoch: int, *, validate: bool, epochs_done: int | None) -> dict[str, float]:
-        """Validate (rank 0), pick the best model, write checkpoints; all ranks wait for rank 0.
+    def _validate(self, epoch: int, *, epochs_done: int | None) -> tuple[dict[str, float], bool]:
+        """Validate on rank 0 and update the best value; every rank gets the metrics.
 
-        ``epochs_done`` is None when stopping mid-epoch (no periodic epoch file then).
+        ``epochs_done`` is None when stopping mid-epoch.
         """
         metrics: dict[str, float] = {}
         improved = False
+        if self.dist.is_main and self.val_loader is not None and len(self.val_loader.dataset) > 0:
+            every = self.s.log_images_every_n_epochs
+            log_images = (
+                epochs_done is None
+                or epochs_done == self.s.max_epochs
+                or (every > 0 and epochs_done % every == 0)
+            )
+            metrics = self.evaluate(epoch, log_images=log_images)
+            improved = self._improved(metrics)
+            shown = ("val/loss", "val/overall_psnr", "val/normal_angle_mean", self.optimized_metric)
+            log.info(
+                "[Validation] Epoch %d - %s",
+                epoch + 1,
+                ", ".join(f"{k} {metrics[k]:.4f}" for k in dict.fromkeys(shown) if k in metrics),
+            )
+        return broadcast_object(metrics, self.dist), improved
+
+    def _save(self, improved: bool, *, epochs_done: int | None) -> None:
+        """Rank 0 writes the checkpoints (``epochs_done`` None: mid-epoch, no periodic file);
+        every rank waits so none races ahead of a checkpoint being written."""
         if self.dist.is_main:
-            if validate and self.val_loader is not None and len(self.val_loader.dataset) > 0:
-                every = self.s.log_images_every_n_epochs
-                log_images = epochs_done is None or epochs_done == self.s.max_epochs or (every > 0 and epochs_done % every == 0)
-                metrics = self.evaluate(epoch, log_images=log_images)
-                improved = self._improved(metrics)
-                shown = ("val/loss", "val/overall_psnr", "val/normal_angle_mean", self.optimized_metric)
-                log.info("[Validation] Epoch %d - %s", epoch + 1, ", ".join(f"{k} {metrics[k]:.4f}" for k in dict.fromkeys(shown) if k in metrics))
             self.checkpointer.save(self.state_dict(), improved=improved, epochs_done=epochs_done)
         barrier(self.dist)
-        return broadcast_object(metrics, self.dist)
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -417,7 +474,10 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
         """Restore everything ``state_dict`` saved; mismatched weights raise ``CheckpointError``."""
         load_module_state(self.generator, state["generator"], "generator", source)
-        for name, module in (("discriminator", self.discriminator), ("ema", self.ema.module if self.ema else None)):
+        for name, module in (
+            ("discriminator", self.discriminator),
+            ("ema", self.ema.module if self.ema else None),
+        ):
             if module is not None and state.get(name) is not None:
                 load_module_state(module, state[name], name, source)
             elif module is not None and name == "discriminator":
@@ -432,10 +492,16 @@ class Trainer:
             self.d_scheduler.load_state_dict(state["d_scheduler"])
         self.g_scaler.load_state_dict(state["g_scaler"])
         self.d_scaler.load_state_dict(state["d_scaler"])
-        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state.get("batch_in_epoch", 0), state["step"]
+        self.epoch, self.batch_in_epoch, self.step = (
+            state["epoch"],
+            state.get("batch_in_epoch", 0),
+            state["step"],
+        )
         self.best_metric = state.get("best_metric")
         restore_rng_state(state["rng"])
-        log.info("resumed from %s: epoch %d, batch %d, step %d", source, self.epoch, self.batch_in_epoch, self.step)
+        log.info(
+            "resumed from %s: epoch %d, batch %d, step %d", source, self.epoch, self.batch_in_epoch, self.step
+        )
 
     # --- signals -------------------------------------------------------------------------------
 

@@ -9,10 +9,18 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.utils.tensors import unit_vectors
 
 # A few stops of the "inferno" colour map: dark = no error, bright yellow = large error.
 _INFERNO = torch.tensor(
-    [[0.001, 0.000, 0.014], [0.258, 0.039, 0.406], [0.578, 0.148, 0.404], [0.865, 0.317, 0.226], [0.988, 0.645, 0.040], [0.988, 0.998, 0.645]]
+    [
+        [0.001, 0.000, 0.014],
+        [0.258, 0.039, 0.406],
+        [0.578, 0.148, 0.404],
+        [0.865, 0.317, 0.226],
+        [0.988, 0.645, 0.040],
+        [0.988, 0.998, 0.645],
+    ]
 )
 
 
@@ -37,7 +45,7 @@ def displayable(name: str, value: Tensor) -> Tensor:
 
 def views_grid(views: Tensor) -> Tensor:
     """(N, V, 3, H, W) -> one image: a row of V views per sample."""
-    n, v = views.shape[:2]
+    v = views.shape[1]
     return make_grid(views.flatten(0, 1).float().clamp(0, 1), nrow=v, padding=2)
 
 
@@ -64,7 +72,7 @@ def error_grid(pred: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
         if p.shape[-2:] != t.shape[-2:]:
             p = torch.nn.functional.interpolate(p, size=t.shape[-2:], mode="area")
         if name == "normal":
-            cos = (torch.nn.functional.normalize(p, dim=1) * t).sum(1, keepdim=True).clamp(-1, 1)
+            cos = (unit_vectors(p) * t).sum(1, keepdim=True).clamp(-1, 1)
             err = torch.rad2deg(torch.acos(cos)) / 90.0
         else:
             err = (p - t).abs().mean(1, keepdim=True)

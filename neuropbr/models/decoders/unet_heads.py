@@ -12,12 +12,9 @@ from torch.utils.checkpoint import checkpoint
 from neuropbr.models.contracts import PBR_CHANNELS
 from neuropbr.models.layers import NORM_LAYERS, ConvNormAct, check_norm
 from neuropbr.utils.checks import check_shape
+from neuropbr.utils.tensors import unit_vectors
 
 _SR_SCALES = (1, 2, 4)
-
-
-def _unit_normals(x: Tensor) -> Tensor:
-    return F.normalize(x, dim=1, eps=1e-6)
 
 
 #: Output activation of each map (DESIGN section 3: [0, 1] maps, unit normals).
@@ -25,7 +22,7 @@ OUTPUT_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "albedo": torch.sigmoid,
     "roughness": torch.sigmoid,
     "metallic": torch.sigmoid,
-    "normal": _unit_normals,
+    "normal": unit_vectors,
 }
 
 
@@ -181,6 +178,10 @@ class UNetHeadsDecoder(nn.Module):
         self.heads = nn.ModuleDict(
             {name: nn.Conv2d(sr_channels, c, kernel_size=1) for name, c in PBR_CHANNELS.items()}
         )
+        # Start from flat normals (+z): a zero-mean random head points half its normals into the
+        # surface, and the first epochs would be spent learning which way is up.
+        with torch.no_grad():
+            self.heads["normal"].bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
 
     def _maybe_checkpoint(self, module: nn.Module, *args: Tensor) -> Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():

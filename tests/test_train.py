@@ -1,0 +1,245 @@
+"""The trainer end to end on tiny models: objective, checkpoints, exact resume, overfitting, MLflow."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig, open_dict
+
+from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss
+from neuropbr.training.checkpoint import load_checkpoint
+from neuropbr.training.precision import resolve_precision
+from neuropbr.training.schedules import constant
+from neuropbr.training.trainer import LoopSettings, Trainer
+from neuropbr.train import train
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir)
+
+
+def test_smoke_run_returns_finite_objective_and_writes_the_guides_checkpoints(tiny_cfg: DictConfig) -> None:
+    value = train(tiny_cfg)
+    assert torch.isfinite(torch.tensor(value))
+    files = sorted(p.name for p in (_run_dir(tiny_cfg) / "checkpoints").iterdir())
+    assert files == ["best_model.pth", "checkpoint_epoch_0001.pth", "checkpoint_epoch_0002.pth", "latest.pth"]
+    state = load_checkpoint(_run_dir(tiny_cfg) / "checkpoints" / "latest.pth")
+    assert state["epoch"] == 2 and state["batch_in_epoch"] == 0
+    assert state["config"]["encoder"]["_target_"].endswith("UNetEncoder")
+    images = sorted(p.name for p in (_run_dir(tiny_cfg) / "images").iterdir())
+    assert "epoch_0002_comparison.png" in images and "epoch_0002_error_heatmaps.png" in images
+
+
+def test_optimized_metric_typo_fails_loudly(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg("experiment=smoke", "tracking=none", "trainer.max_epochs=1", "optimized_metric=val/los")
+    with pytest.raises(KeyError, match="optimized_metric='val/los' is not among the validation metrics"):
+        train(cfg)
+
+
+def _weights_and_optimizer(path: Path) -> dict:
+    state = load_checkpoint(path)
+    return {
+        k: state[k] for k in ("generator", "discriminator", "g_optimizer", "d_optimizer", "step", "epoch")
+    }
+
+
+def _assert_bitwise_equal(a: object, b: object, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), f"differs at {where}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"keys differ at {where}"
+        for key in a:
+            _assert_bitwise_equal(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"length differs at {where}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_bitwise_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{a!r} != {b!r} at {where}"
+
+
+@pytest.mark.parametrize(
+    "extra", [[], ["loss=rendering", "trainer.ema_decay=0.9"]], ids=["default", "render+ema"]
+)
+def test_two_epochs_equal_one_epoch_plus_resume(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path, extra: list[str]
+) -> None:
+    base = ["experiment=smoke", "tracking=none", "data.num_samples=6", *extra]
+    straight = compose_cfg(*base, "trainer.max_epochs=2")
+    with open_dict(straight):
+        straight.paths.checkpoint_dir = str(tmp_path / "straight")
+    train(straight)
+
+    first = compose_cfg(*base, "trainer.max_epochs=1")
+    with open_dict(first):
+        first.paths.checkpoint_dir = str(tmp_path / "split")
+    train(first)
+    resumed = compose_cfg(
+        *base, "trainer.max_epochs=2", f"trainer.resume={tmp_path / 'split' / 'latest.pth'}"
+    )
+    with open_dict(resumed):
+        resumed.paths.checkpoint_dir = str(tmp_path / "split")
+    train(resumed)
+
+    _assert_bitwise_equal(
+        _weights_and_optimizer(tmp_path / "straight" / "latest.pth"),
+        _weights_and_optimizer(tmp_path / "split" / "latest.pth"),
+    )
+
+
+def test_mid_epoch_stop_resumes_exactly(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    base = ["experiment=smoke", "tracking=none", "data.num_samples=10", "trainer.max_epochs=1"]
+    straight = compose_cfg(*base)
+    with open_dict(straight):
+        straight.paths.checkpoint_dir = str(tmp_path / "straight")
+    train(straight)
+    partial = compose_cfg(*base, "trainer.max_steps=2")  # 9 train samples / batch 2 -> 5 steps
+    with open_dict(partial):
+        partial.paths.checkpoint_dir = str(tmp_path / "split")
+    train(partial)
+    assert load_checkpoint(tmp_path / "split" / "latest.pth")["batch_in_epoch"] == 2
+    resumed = compose_cfg(*base, f"trainer.resume={tmp_path / 'split' / 'latest.pth'}")
+    with open_dict(resumed):
+        resumed.paths.checkpoint_dir = str(tmp_path / "split")
+    train(resumed)
+    _assert_bitwise_equal(
+        _weights_and_optimizer(tmp_path / "straight" / "latest.pth"),
+        _weights_and_optimizer(tmp_path / "split" / "latest.pth"),
+    )
+
+
+def test_overfitting_one_batch_halves_the_l1_loss(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg(
+        "experiment=smoke",
+        "tracking=none",
+        "discriminator=none",
+        "optimizer.g_lr=3e-3",
+        "trainer.grad_clip_norm=null",
+    )
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    generator = build_generator(cfg)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.optimizer.g_lr)
+    trainer = Trainer(
+        generator,
+        None,
+        build_loss(cfg),
+        optimizer,
+        None,
+        constant(optimizer, max_epochs=1),
+        None,
+        datamodule,
+        device=torch.device("cpu"),
+        precision=resolve_precision("fp32", torch.device("cpu")),
+        settings=LoopSettings(max_epochs=1, grad_clip_norm=None, progress_bar=False),
+        checkpointer=_no_checkpoints(cfg),
+    )
+    batch = next(iter(datamodule.train_dataloader()))
+    first = trainer.train_step(batch, gan_on=False)["loss_l1_total"].item()
+    for _ in range(50):
+        last = trainer.train_step(batch, gan_on=False)["loss_l1_total"].item()
+    assert last < 0.5 * first, (first, last)
+
+
+def test_gan_step_updates_both_networks(tiny_cfg: DictConfig) -> None:
+    datamodule = build_datamodule(tiny_cfg)
+    datamodule.setup()
+    generator, discriminator = build_generator(tiny_cfg), build_discriminator(tiny_cfg)
+    assert discriminator is not None
+    g_before = [p.detach().clone() for p in generator.parameters()]
+    d_before = [p.detach().clone() for p in discriminator.parameters()]
+    g_opt, d_opt = (
+        torch.optim.Adam(generator.parameters(), 1e-3),
+        torch.optim.Adam(discriminator.parameters(), 1e-3),
+    )
+    trainer = Trainer(
+        generator,
+        discriminator,
+        build_loss(tiny_cfg),
+        g_opt,
+        d_opt,
+        constant(g_opt, max_epochs=1),
+        constant(d_opt, max_epochs=1),
+        datamodule,
+        device=torch.device("cpu"),
+        precision=resolve_precision("fp32", torch.device("cpu")),
+        settings=LoopSettings(max_epochs=1, progress_bar=False),
+        checkpointer=_no_checkpoints(tiny_cfg),
+    )
+    logs = trainer.train_step(next(iter(datamodule.train_dataloader())), gan_on=True)
+    assert {
+        "g_loss",
+        "d_loss",
+        "loss_gan_g",
+        "loss_l1_total",
+        "l1_albedo",
+        "mae_albedo",
+        "normal_angle_deg",
+    } <= set(logs)
+    assert all(not torch.equal(a, b) for a, b in zip(g_before, generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, discriminator.parameters()))
+    assert all(p.requires_grad for p in discriminator.parameters())  # restored after the G step
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_amp_step_on_cpu_is_finite(compose_cfg: Callable[..., DictConfig], precision: str) -> None:
+    cfg = compose_cfg(
+        "experiment=smoke",
+        "tracking=none",
+        "data.resolution=32",
+        "data.num_samples=4",
+        "trainer.max_epochs=1",
+        f"trainer.precision={precision}",
+    )
+    assert torch.isfinite(torch.tensor(train(cfg)))
+
+
+def test_mlflow_run_has_params_metrics_and_images(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose_cfg(
+        "experiment=smoke", "tracking=mlflow", f"tracking.uri={uri}", "tracking.experiment_name=test"
+    )
+    train(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["encoder._target_"].endswith("UNetEncoder") and run.data.params["seed"] == "42"
+    assert {"git_commit", "hostname"} <= set(run.data.tags)
+    for key in (
+        "train/g_loss",
+        "train/d_loss",
+        "train/g_lr",
+        "train/loss_l1_total",
+        "train/loss_ssim",
+        "train/loss_normal",
+        "train/loss_gan_g",
+        "train/l1_albedo",
+        "train/mae_albedo",
+        "train/rmse_albedo",
+        "train/normal_angle_deg",
+        "val/loss",
+        "val/overall_psnr",
+        "val/overall_ssim",
+        "val/albedo_psnr",
+        "val/normal_angle_mean",
+        "val/normal_angle_median",
+    ):
+        assert key in run.data.metrics, key
+    images = {a.path for a in client.list_artifacts(run.info.run_id, "images")}
+    assert "images/epoch_0002_input_views.png" in images
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
+        "checkpoints/best_model.pth"
+    ]
+
+
+def _no_checkpoints(cfg: DictConfig):
+    from neuropbr.training.checkpoint import Checkpointer
+
+    return Checkpointer(cfg.paths.checkpoint_dir, 0, True, enabled=False)
