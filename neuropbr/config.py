@@ -33,9 +33,7 @@ def config_dir() -> str:
     beside = Path(__file__).resolve().parent.parent / "conf"
     if (beside / "train.yaml").is_file():
         return str(beside)
-    from importlib.resources import files
-
-    packaged = Path(str(files("neuropbr._conf")))
+    packaged = Path(__file__).resolve().parent / "_conf"
     if (packaged / "train.yaml").is_file():
         return str(packaged)
     raise FileNotFoundError(

@@ -299,7 +299,21 @@ class Trainer:
             if self._should_stop():
                 break
         bar.close()
+        self._sync_buffers()
         return {k: torch.stack(v).float().mean().item() for k, v in epoch_sums.items()}
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+        DDP keeps parameters identical but each rank updates its running statistics on its own
+        shard after the per-forward broadcast; rank 0's are the ones validated and saved.
+        """
+        if not self.dist.enabled:
+            return
+        for module in (self.generator, self.discriminator):
+            if module is not None:
+                for buffer in module.buffers():
+                    dist.broadcast(buffer, src=0)
 
     @torch.no_grad()
     def evaluate(self, epoch: int, log_images: bool = False) -> dict[str, float]:
