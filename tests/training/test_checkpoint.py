@@ -57,7 +57,9 @@ def test_corrupt_file_gets_a_clear_error(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "c.pth"
     save_checkpoint(path, _state(nn.Linear(3, 2)))
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 10, "empty": b""}[damage])
+    path.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 10, "empty": b""}[damage]
+    )
     with pytest.raises(CheckpointError, match=r"c\.pth is not a readable NeuroPBR checkpoint"):
         load_checkpoint(path)
 
@@ -66,7 +68,9 @@ def test_missing_file_and_missing_entries(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pth")
     torch.save({"model": {}}, tmp_path / "other.pth")
-    with pytest.raises(CheckpointError, match=r"missing entries \['format_version', 'generator', 'epoch', 'step'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"missing entries \['format_version', 'generator', 'epoch', 'step'\]"
+    ):
         load_checkpoint(tmp_path / "other.pth")
 
 
@@ -81,7 +85,11 @@ def test_mismatched_weights_list_keys_and_shapes() -> None:
 
 
 def test_compiled_and_ddp_prefixes_are_stripped() -> None:
-    weights = {"_orig_mod.encoder.w": torch.ones(1), "module.fusion.b": torch.zeros(1), "enc._orig_mod.x": torch.ones(1)}
+    weights = {
+        "_orig_mod.encoder.w": torch.ones(1),
+        "module.fusion.b": torch.zeros(1),
+        "enc._orig_mod.x": torch.ones(1),
+    }
     assert set(strip_wrapper_prefixes(weights)) == {"encoder.w", "fusion.b", "enc.x"}
 
 
@@ -98,7 +106,11 @@ def test_checkpointer_writes_the_guides_files(tmp_path: Path) -> None:
     ckpt.save(state, improved=True, epochs_done=1)
     ckpt.save(state, improved=False, epochs_done=2)
     ckpt.save(state, improved=False, epochs_done=None)  # mid-epoch: latest only
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model.pth", "checkpoint_epoch_0002.pth", "latest.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best_model.pth",
+        "checkpoint_epoch_0002.pth",
+        "latest.pth",
+    ]
     best_only = Checkpointer(tmp_path / "b", save_every_n_epochs=1, save_best_only=True)
     best_only.save(state, improved=False, epochs_done=1)
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["latest.pth"]

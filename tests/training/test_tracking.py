@@ -24,7 +24,9 @@ def test_null_tracker_accepts_everything() -> None:
     assert tracker.run_id is None
 
 
-def test_mlflow_run_params_metrics_artifacts_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_run_params_metrics_artifacts_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.tracking import MlflowClient
 
     monkeypatch.chdir(tmp_path)
