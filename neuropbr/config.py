@@ -528,6 +528,109 @@ class SynthConfig:
     data: SynthDataConfig = field(default_factory=SynthDataConfig)
 
 
+# --- python -m neuropbr.infer / evaluate / export ---------------------------------------------------
+
+
+class EvalSplit(str, Enum):
+    """Which samples ``neuropbr.evaluate`` scores: the training run's split, or every sample."""
+
+    train = "train"
+    val = "val"
+    all = "all"
+
+
+class ExportFormat(str, Enum):
+    """``onnx`` (dynamo exporter), ``torchscript`` (``torch.jit.trace`` -> ``.pt``) or ``pt2``
+    (``torch.export`` ExportedProgram)."""
+
+    onnx = "onnx"
+    torchscript = "torchscript"
+    pt2 = "pt2"
+
+
+@dataclass
+class InferConfig:
+    """The root of ``conf/infer.yaml``: photos of a flat material -> four PBR texture files."""
+
+    #: A checkpoint written by ``neuropbr.train`` (its stored config rebuilds the generator).
+    checkpoint: str = MISSING
+    #: The V view images of one sample (aligned photos of the same material), in any order.
+    views: list[str] | None = None
+    #: Batch mode instead of ``views``: a dataset root in the folder layout
+    #: (``input_dir/input/{clean,dirty}/<sample>/{0..V-1}.png``); writes ``out/<sample>/``.
+    input_dir: str | None = None
+    #: Batch mode: which render folder to read; ``both`` writes ``out/{clean,dirty}/<sample>/``.
+    renders: Renders = Renders.clean
+    #: Output folder (created).
+    out: str = "maps"
+    #: ``[W, H]`` of the written maps (null: the size of the input views).
+    size: list[int] | None = None
+    #: Run on overlapping tiles at the photos' own scale instead of resizing them to the
+    #: training resolution (for photos much larger than it).
+    tiled: bool = False
+    #: Tile side in input pixels (null: the training resolution ``data.resolution``).
+    tile_size: int | None = None
+    #: Share of a tile that overlaps its neighbour, in [0, 0.9].
+    tile_overlap: float = 0.25
+    #: Tiles per forward pass.
+    tile_batch_size: int = 4
+    #: 8 or 16 (16-bit PNGs).
+    bit_depth: int = 8
+    #: Encoding of ``normal.png``: opengl (+Y up) or directx (G flipped).
+    normal_convention: NormalConvention = NormalConvention.opengl
+    #: Also write ``preview.png``: the predicted material rendered under a point light.
+    preview: bool = False
+    #: Longest side of the preview (the maps are downscaled for it when larger).
+    preview_max_size: int = 1024
+    #: Use the EMA weights when the checkpoint has them.
+    ema: bool = True
+    device: DeviceKind = DeviceKind.auto
+
+
+@dataclass
+class EvaluateConfig:
+    """The root of ``conf/evaluate.yaml``: the full metric set of a checkpoint on a dataset.
+
+    ``data`` is null unless a group option is picked (``data=folder data.root=DIR``); then the
+    checkpoint's own data config is used. Keys the checkpoint defines (``data.resolution``,
+    ``data.num_views``, ``data.val_ratio``, ``data.seed``, ...) keep the training run's values unless
+    given on the command line, so ``split=val`` is the training run's validation split.
+    """
+
+    checkpoint: str = MISSING
+    data: Any = None
+    #: ``val`` (the training run's validation materials), ``train`` or ``all`` samples.
+    split: EvalSplit = EvalSplit.val
+    #: Metrics JSON (null: ``<checkpoint without .pth>.<split>.metrics.json`` beside the checkpoint).
+    out: str | None = None
+    #: Also compute the training loss (``<split>/loss``) with the checkpoint's loss config.
+    loss: bool = True
+    ema: bool = True
+    device: DeviceKind = DeviceKind.auto
+    #: Autocast as in training's validation (``auto``: bf16/fp16 on GPU, fp32 on CPU).
+    precision: Precision = Precision.auto
+    tracking: Any = MISSING
+    #: Seed of the split (null: the training run's ``data.seed``).
+    seed: int | None = None
+
+
+@dataclass
+class ExportConfig:
+    """The root of ``conf/export.yaml``: the generator alone, for another runtime."""
+
+    checkpoint: str = MISSING
+    format: ExportFormat = ExportFormat.onnx
+    #: Output file (null: beside the checkpoint, ``.onnx`` / ``.pt`` / ``.pt2``); the contract is
+    #: written to ``<out>.contract.json``.
+    out: str | None = None
+    #: ONNX opset (``format=onnx``); 18 runs on onnxruntime >= 1.14 and TensorRT 10.
+    opset: int = 18
+    ema: bool = True
+    #: Compare the reloaded export with PyTorch and fail above ``tolerance`` (max abs diff, fp32).
+    check: bool = True
+    tolerance: float = 1e-4
+
+
 _SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"base_synthetic": SyntheticDataConfig, "base_folder": FolderDataConfig},
     "encoder": {"base_timm": TimmEncoderConfig, "base_unet": UNetEncoderConfig},
@@ -554,6 +657,9 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="synth_schema", node=SynthConfig)
     cs.store(name="summary_schema", node=ModelSummaryConfig)
+    cs.store(name="infer_schema", node=InferConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     for group, schemas in _SCHEMAS.items():
         for name, schema in schemas.items():
             cs.store(group=group, name=name, node=schema)

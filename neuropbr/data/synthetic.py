@@ -1,0 +1,208 @@
+"""``data=synthetic``: procedural materials rendered on the fly, nothing read from or written to disk.
+
+Sample ``i`` shows material ``i // samples_per_material`` (DESIGN section 3 naming:
+``sample_0007``, ``material_0003``); its material, cameras, lights and artifacts depend only on
+``(seed, i)`` (see :class:`~neuropbr.render.scene.SyntheticGenerator`), so ``python -m
+neuropbr.synth`` with the same seed, resolution, views and camera writes the same data to disk.
+The per-epoch ``sample_seed`` only drives augmentation and, with ``renders=both``, whether the
+clean or the dirty render is served. Train and validation are split by material.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from neuropbr.data.datamodule import PBRDataModule, SampleKey, unpack_key
+from neuropbr.data.split import split_by_material
+from neuropbr.render.scene import CAMERAS, SyntheticGenerator
+from neuropbr.utils.seeding import derive_seed
+
+log = logging.getLogger(__name__)
+
+RENDERS = ("clean", "dirty", "both")
+Augment = Callable[[Tensor, dict[str, Tensor], int], tuple[Tensor, dict[str, Tensor]]]
+
+
+def sample_names(count: int, prefix: str) -> list[str]:
+    """``prefix_0000`` ... zero-padded to at least 4 digits (wider for 10000+ entries)."""
+    width = max(4, len(str(max(count - 1, 0))))
+    return [f"{prefix}_{i:0{width}d}" for i in range(count)]
+
+
+class SyntheticDataset(Dataset):
+    """Samples rendered on demand (see the module docstring).
+
+    Args:
+        generator: draws and renders sample ``i``.
+        indices: the generator's sample indices this dataset serves (e.g. the train split).
+        sample_names: name of every generator sample (indexed by generator index).
+        material_names: name of every generator material (indexed by material index).
+        renders: ``clean``, ``dirty`` or ``both`` (one of the two per sample, from its seed).
+        augment: called as ``augment(views, maps, sample_seed)`` on each sample, or None.
+    """
+
+    def __init__(
+        self,
+        generator: SyntheticGenerator,
+        indices: Sequence[int],
+        *,
+        sample_names: Sequence[str],
+        material_names: Sequence[str],
+        renders: str = "clean",
+        augment: Augment | None = None,
+    ) -> None:
+        if renders not in RENDERS:
+            raise ValueError(f"data.renders={renders!r}: expected one of {list(RENDERS)}")
+        self.generator = generator
+        self.indices = list(indices)
+        self.sample_names = list(sample_names)
+        self.material_names = list(material_names)
+        self.renders = renders
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def variant(self, sample_seed: int) -> str:
+        """Which render a sample serves: fixed, or drawn from its seed for ``renders=both``."""
+        if self.renders != "both":
+            return self.renders
+        return "dirty" if derive_seed(sample_seed, "renders") % 2 else "clean"
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        position, sample_seed = unpack_key(key)
+        index = self.indices[position]
+        variant = self.variant(sample_seed)
+        # no_grad, not inference_mode: the tensors may later meet autograd in the training step.
+        with torch.no_grad():
+            material, _, renders = self.generator.render(index, variants=(variant,))
+        views, maps = renders[variant], material.maps  # (V, 3, H, W); (C, H, W) each
+        if self.augment is not None:
+            views, maps = self.augment(views, maps, sample_seed)
+        return {
+            "views": views,
+            "maps": maps,
+            "sample": self.sample_names[index],
+            "material": self.material_names[self.generator.material_index(index)],
+        }
+
+
+class SyntheticDataModule(PBRDataModule):
+    """Built-in synthetic data: runs on a fresh machine with no dataset.
+
+    Args:
+        resolution: side of the views and maps.
+        num_views: V.
+        renders: ``clean``, ``dirty`` or ``both`` (clean or dirty chosen per sample and epoch).
+        val_ratio: share of materials held out for validation.
+        batch_size, num_workers, pin_memory, persistent_workers: loader settings (see
+            :class:`~neuropbr.data.datamodule.PBRDataModule`); each worker renders with one thread.
+        aligned: views are rectified to texture space; must be false with ``camera=perspective``.
+        augment: ``neuropbr.data.transforms.Augmentation`` (or any callable
+            ``(views, maps, sample_seed) -> (views, maps)``) applied to training samples, or None.
+        seed: the run's seed (materials, scenes, split).
+        num_samples: samples in train + val together.
+        samples_per_material: samples sharing one material (different lights, cameras, dirt).
+        camera: ``aligned`` or ``perspective`` (tilted, rotated, tiled views).
+        artifact_strength: scale of the dirty artifacts (0 disables them).
+    """
+
+    def __init__(
+        self,
+        *,
+        resolution: int = 256,
+        num_views: int = 3,
+        renders: str = "clean",
+        val_ratio: float = 0.1,
+        batch_size: int = 4,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        aligned: bool = True,
+        augment: Augment | None = None,
+        seed: int = 42,
+        num_samples: int = 512,
+        samples_per_material: int = 1,
+        camera: str = "aligned",
+        artifact_strength: float = 1.0,
+    ) -> None:
+        super().__init__(
+            resolution=resolution,
+            num_views=num_views,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            seed=seed,
+        )
+        if renders not in RENDERS:
+            raise ValueError(f"data.renders={renders!r}: expected one of {list(RENDERS)}")
+        if camera not in CAMERAS:
+            raise ValueError(f"data.camera={camera!r}: expected one of {list(CAMERAS)}")
+        if camera == "perspective" and aligned:
+            raise ValueError(
+                "data.camera=perspective with data.aligned=true: perspective views are not aligned "
+                "with the maps; set data.aligned=false (so augmentation does not flip views and maps together)"
+            )
+        if num_samples < 1:
+            raise ValueError(f"data.num_samples={num_samples}: expected >= 1")
+        if samples_per_material < 1:
+            raise ValueError(f"data.samples_per_material={samples_per_material}: expected >= 1")
+        if artifact_strength < 0:
+            raise ValueError(f"data.artifact_strength={artifact_strength}: expected >= 0")
+        if not 0.0 <= val_ratio < 1.0:
+            raise ValueError(f"data.val_ratio={val_ratio}: expected a value in [0, 1)")
+        num_materials = -(-num_samples // samples_per_material)
+        if val_ratio > 0 and num_materials < 2:
+            raise ValueError(
+                f"data.num_samples={num_samples} with data.samples_per_material={samples_per_material} "
+                f"gives {num_materials} material; a validation split (data.val_ratio={val_ratio}) needs "
+                "at least 2 (raise data.num_samples or set data.val_ratio=0)"
+            )
+        self.renders = renders
+        self.val_ratio = val_ratio
+        self.aligned = aligned
+        self.augment = augment
+        self.num_samples = num_samples
+        self.samples_per_material = samples_per_material
+        self.camera = camera
+        self.artifact_strength = artifact_strength
+        self.generator = SyntheticGenerator(
+            resolution=resolution,
+            num_views=num_views,
+            camera=camera,
+            artifact_strength=artifact_strength,
+            seed=seed,
+            samples_per_material=samples_per_material,
+        )
+
+    def setup(self) -> None:
+        samples = sample_names(self.num_samples, "sample")
+        materials = sample_names(self.generator.material_index(self.num_samples - 1) + 1, "material")
+        sample_materials = [materials[self.generator.material_index(i)] for i in range(self.num_samples)]
+        train_idx, val_idx = split_by_material(sample_materials, self.val_ratio, self.seed)
+
+        def dataset(indices: list[int], augment: Augment | None) -> SyntheticDataset:
+            return SyntheticDataset(
+                self.generator, indices, sample_names=samples, material_names=materials, renders=self.renders,
+                augment=augment,
+            )  # fmt: skip
+
+        self.train_set = dataset(train_idx, self.augment)
+        self.val_set = dataset(val_idx, None)  # validation is never augmented
+        log.info(
+            "synthetic data: %d samples of %d materials, %s renders, %s camera, %d views at %d px, "
+            "generated on the fly",
+            self.num_samples,
+            len(materials),
+            self.renders,
+            self.camera,
+            self.num_views,
+            self.resolution,
+        )

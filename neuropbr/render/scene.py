@@ -1,0 +1,405 @@
+"""Synthetic samples: a procedural material rendered into V views, clean and dirty.
+
+A sample's *spec* is a JSON-serialisable dict drawn from one seed: per view a camera, lights,
+exposure and screen-space artifacts, plus the sample's surface artifacts (dirt on the material,
+the same in every view). :func:`render_sample` turns a material and a spec into images; the clean
+and dirty renders of a view share camera, lights and exposure and differ only by the artifacts.
+:class:`SyntheticGenerator` ties seeds, materials and specs together; ``data=synthetic`` and
+``python -m neuropbr.synth`` both use it, so the same seed gives the same data on the fly and on
+disk.
+
+Light levels are set from irradiance at the sample's centre (a white diffuse patch there shows
+radiance ~0.6-1.2 before exposure and tone mapping), so every view is exposed alike whatever its lights.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neuropbr.render.artifacts import ARTIFACTS, apply_artifacts
+from neuropbr.render.brdf import Surface
+from neuropbr.render.camera import AlignedCamera, Camera, PerspectiveCamera
+from neuropbr.render.color import apply_exposure
+from neuropbr.render.lights import DirectionalLight, EnvironmentLight, Light, PointLight, procedural_sky
+from neuropbr.render.materials import Material, generate_material
+from neuropbr.render.renderer import develop, shade_surface
+from neuropbr.utils.seeding import derive_seed
+
+CAMERAS = ("aligned", "perspective")
+VARIANTS = ("clean", "dirty")
+#: Directional cells an environment is integrated into: few for a soft fill next to a key light
+#: (each cell costs as much as a light), more when the environment is the only light.
+FILL_SAMPLES = 3
+KEY_ENV_SAMPLES = 12
+_SURFACE = [name for name, a in ARTIFACTS.items() if a.stage == "surface"]
+_SCREEN = [name for name, a in ARTIFACTS.items() if a.stage != "surface"]
+_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def _round(values: Sequence[float] | float, digits: int = 5) -> Any:
+    if isinstance(values, (int, float)):
+        return round(float(values), digits)
+    return [round(float(v), digits) for v in values]
+
+
+def _light_colour(rng: random.Random) -> list[float]:
+    """A white light between warm (~3000 K) and cool (~7000 K), luminance 1."""
+    t = rng.random()
+    warm, cool = (1.0, 0.82, 0.64), (0.86, 0.92, 1.0)
+    rgb = [w + (c - w) * t for w, c in zip(warm, cool)]
+    luma = sum(c * k for c, k in zip(rgb, _LUMA))
+    return [c / luma for c in rgb]
+
+
+def _direction(elevation_deg: float, azimuth_deg: float) -> list[float]:
+    el, az = math.radians(elevation_deg), math.radians(azimuth_deg)
+    return [math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)]
+
+
+def _draw_camera(rng: random.Random, camera: str) -> dict[str, Any]:
+    if camera == "aligned":
+        # A phone held roughly above the sample; views stay rectified to texture space.
+        eye = [rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(2.0, 4.0)]
+        return {"kind": "aligned", "eye": _round(eye)}
+    distance = rng.uniform(2.5, 4.0)
+    half_extent = rng.uniform(0.6, 1.0)  # half-width of the view at the target, world units
+    return {
+        "kind": "perspective",
+        "tilt_deg": _round(rng.uniform(0.0, 40.0)),
+        "azimuth_deg": _round(rng.uniform(0.0, 360.0)),
+        "roll_deg": _round(rng.uniform(0.0, 360.0)),
+        "distance": _round(distance),
+        "fov_deg": _round(math.degrees(2.0 * math.atan(half_extent / distance))),
+        "tiling": _round(rng.uniform(1.0, 2.0)),
+        "offset": _round([rng.uniform(-1.0, 1.0), rng.uniform(-1.0, 1.0)]),
+    }
+
+
+def _camera_eye(spec: dict[str, Any]) -> list[float]:
+    if spec["kind"] == "aligned":
+        return list(spec["eye"])
+    camera = build_camera(spec)
+    assert isinstance(camera, PerspectiveCamera)  # internal invariant: the only other kind
+    return camera.eye[0].tolist()
+
+
+def _point_light(position: list[float], irradiance: float, colour: list[float]) -> dict[str, Any]:
+    """A point light whose irradiance on the sample's centre (an upward patch) is ``irradiance``."""
+    dist2 = sum(p * p for p in position)
+    cosine = position[2] / math.sqrt(dist2)
+    intensity = irradiance * dist2 / cosine
+    return {
+        "kind": "point",
+        "position": _round(position),
+        "intensity": _round([intensity * c for c in colour]),
+    }
+
+
+def _draw_sky(rng: random.Random, sun: list[float] | None, irradiance: float) -> dict[str, Any]:
+    style = (
+        rng.choice(["clear", "overcast", "indoor"])
+        if sun is None
+        else rng.choice(["clear", "clear", "overcast"])
+    )
+    if style == "clear":
+        zenith = [rng.uniform(0.15, 0.3), rng.uniform(0.3, 0.5), rng.uniform(0.8, 1.0)]
+        horizon = [rng.uniform(0.8, 1.0), rng.uniform(0.85, 1.0), 1.0]
+    elif style == "overcast":
+        grey = rng.uniform(0.7, 1.0)
+        zenith, horizon = [grey] * 3, [grey * 0.8] * 3
+    else:  # indoor: warm, nearly uniform ceiling and walls
+        zenith = _light_colour(rng)
+        horizon = [c * rng.uniform(0.5, 0.9) for c in zenith]
+    return {
+        "kind": "sky",
+        "style": style,
+        "sun_direction": _round(sun if sun is not None else [0.0, 0.0, 1.0]),
+        "zenith": _round(zenith),
+        "horizon": _round(horizon),
+        "glow": _round(rng.uniform(0.5, 2.0) if sun is not None and style == "clear" else 0.0),
+        "irradiance": _round(irradiance),
+        "samples": FILL_SAMPLES,
+    }
+
+
+def _draw_lights(
+    rng: random.Random, camera_spec: dict[str, Any], hdr: bool
+) -> tuple[str, list[dict[str, Any]]]:
+    """One view's lighting: a key light (flash, point or sun) plus environment fill."""
+    key = rng.uniform(0.55, 0.85) * math.pi  # irradiance of the key light at the centre
+    fill = key * rng.uniform(0.15, 0.45)
+    setups = ["flash", "point", "sun"] if not hdr else ["flash", "point", "environment"]
+    setup = rng.choices(setups, weights=[0.35, 0.35, 0.3])[0]
+    lights: list[dict[str, Any]] = []
+    if setup == "flash":  # a phone flash next to the lens
+        eye = _camera_eye(camera_spec)
+        position = [eye[0] + rng.uniform(-0.15, 0.15), eye[1] + rng.uniform(-0.15, 0.15), eye[2]]
+        lights.append(_point_light(position, key, _light_colour(rng)))
+    elif setup == "point":
+        radius, azimuth = rng.uniform(0.0, 2.5), rng.uniform(0.0, 2.0 * math.pi)
+        position = [radius * math.cos(azimuth), radius * math.sin(azimuth), rng.uniform(1.5, 4.0)]
+        lights.append(_point_light(position, key, _light_colour(rng)))
+    elif setup == "sun":
+        sun = _direction(rng.uniform(20.0, 75.0), rng.uniform(0.0, 360.0))
+        colour = [1.0, rng.uniform(0.9, 1.0), rng.uniform(0.8, 0.95)]
+        lights.append(
+            {
+                "kind": "directional",
+                "direction": _round(sun),
+                "irradiance": _round([key / sun[2] * c for c in colour]),
+            }
+        )
+        lights.append(_draw_sky(rng, sun, fill))
+        return setup, lights
+    if hdr:
+        irradiance = fill if setup != "environment" else key
+        lights.append(
+            {
+                "kind": "hdr",
+                "rotation_deg": _round(rng.uniform(0.0, 360.0)),
+                "irradiance": _round(irradiance),
+                "samples": FILL_SAMPLES if setup != "environment" else KEY_ENV_SAMPLES,
+            }
+        )
+    else:
+        lights.append(_draw_sky(rng, None, fill))
+    return setup, lights
+
+
+def _draw_artifacts(
+    rng: random.Random, names: list[str], probability: float, strength: float
+) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "strength": _round(strength * rng.uniform(0.4, 1.0)), "seed": rng.getrandbits(62)}
+        for name in names
+        if rng.random() < probability
+    ]
+
+
+def draw_sample(
+    seed: int, *, num_views: int, camera: str = "aligned", artifact_strength: float = 1.0, hdr: bool = False
+) -> dict[str, Any]:
+    """The random choices of one sample, as a JSON-serialisable dict.
+
+    Args:
+        seed: the sample's seed; nothing else is random.
+        num_views: V.
+        camera: ``aligned`` or ``perspective`` (see :mod:`neuropbr.render.camera`).
+        artifact_strength: scale of every artifact's strength; 0 makes dirty renders clean.
+        hdr: an environment map will be supplied (lights then use it instead of a sky).
+
+    Returns:
+        ``{"seed", "surface_artifacts": [...], "views": [{"camera", "setup", "lights",
+        "exposure_ev", "tonemap", "artifacts"}, ...]}``.
+    """
+    if camera not in CAMERAS:
+        raise ValueError(f"camera={camera!r}; choose one of {list(CAMERAS)}")
+    rng = random.Random(derive_seed(seed, "sample-spec"))
+    surface = _draw_artifacts(rng, _SURFACE, 0.5, artifact_strength) if artifact_strength > 0 else []
+    views = []
+    for _ in range(num_views):
+        camera_spec = _draw_camera(rng, camera)
+        setup, lights = _draw_lights(rng, camera_spec, hdr)
+        screen: list[dict[str, Any]] = []
+        if artifact_strength > 0:
+            screen = _draw_artifacts(rng, _SCREEN, 0.35, artifact_strength)
+            if not screen:  # every dirty view shows at least one capture artifact
+                screen = _draw_artifacts(rng, [rng.choice(_SCREEN)], 1.0, artifact_strength)
+        views.append(
+            {
+                "camera": camera_spec,
+                "setup": setup,
+                "lights": lights,
+                "exposure_ev": _round(rng.uniform(-0.4, 0.4)),
+                "tonemap": "aces",
+                "artifacts": screen,
+            }
+        )
+    return {"seed": seed, "surface_artifacts": surface, "views": views}
+
+
+def build_camera(spec: dict[str, Any]) -> Camera:
+    """The camera of a view spec (see :func:`draw_sample`)."""
+    if spec["kind"] == "aligned":
+        return AlignedCamera(eye=torch.tensor(spec["eye"]))
+    if spec["kind"] == "perspective":
+        return PerspectiveCamera(
+            tilt_deg=spec["tilt_deg"],
+            azimuth_deg=spec["azimuth_deg"],
+            roll_deg=spec["roll_deg"],
+            distance=spec["distance"],
+            fov_deg=spec["fov_deg"],
+            tiling=spec["tiling"],
+            offset=tuple(spec["offset"]),
+        )
+    raise ValueError(f"camera kind {spec['kind']!r}; choose one of {list(CAMERAS)}")
+
+
+def _scaled_environment(env: EnvironmentLight, irradiance: float) -> EnvironmentLight:
+    """``env`` scaled so that an upward patch at the centre receives ``irradiance`` (luminance)."""
+    received = env.irradiance(torch.zeros(3)) @ torch.tensor(_LUMA)
+    return env.scaled(irradiance / received.clamp(min=1e-8))
+
+
+def build_lights(specs: list[dict[str, Any]], environment: Tensor | None = None) -> list[Light]:
+    """The lights of a view spec.
+
+    Args:
+        specs: the view's ``lights`` entries (see :func:`draw_sample`).
+        environment: (3, He, We) equirectangular HDR map for ``hdr`` entries.
+    """
+    lights: list[Light] = []
+    for spec in specs:
+        kind = spec["kind"]
+        if kind == "point":
+            lights.append(PointLight(torch.tensor(spec["position"]), torch.tensor(spec["intensity"])))
+        elif kind == "directional":
+            lights.append(DirectionalLight(torch.tensor(spec["direction"]), torch.tensor(spec["irradiance"])))
+        elif kind == "sky":
+            sky = procedural_sky(
+                torch.tensor(spec["sun_direction"]),
+                torch.tensor(spec["zenith"]),
+                torch.tensor(spec["horizon"]),
+                glow=spec["glow"],
+            )
+            env = EnvironmentLight.from_equirect(sky, num_samples=spec["samples"])
+            lights.append(_scaled_environment(env, spec["irradiance"]))
+        elif kind == "hdr":
+            if environment is None:
+                raise ValueError("a light spec asks for an HDR environment but no environment map was given")
+            env = EnvironmentLight.from_equirect(
+                environment, num_samples=spec["samples"], rotation_deg=spec["rotation_deg"]
+            )
+            lights.append(_scaled_environment(env, spec["irradiance"]))
+        else:
+            raise ValueError(f"light kind {kind!r}; choose one of ['directional', 'hdr', 'point', 'sky']")
+    return lights
+
+
+def render_sample(
+    maps: dict[str, Tensor],
+    spec: dict[str, Any],
+    *,
+    resolution: int | None = None,
+    variants: Sequence[str] = VARIANTS,
+    environment: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Render every view of a sample.
+
+    Args:
+        maps: the material's maps, (C, R, R) each (albedo sRGB, unit normals).
+        spec: from :func:`draw_sample`.
+        resolution: side of the views (default R).
+        variants: which renders to make: ``clean`` and/or ``dirty``.
+        environment: (3, He, We) HDR map if the spec uses one.
+
+    Returns:
+        ``{variant: (V, 3, H, W) sRGB in [0, 1]}``.
+    """
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or not variants:
+        raise ValueError(f"variants={list(variants)}; choose from {list(VARIANTS)}")
+    clean = {k: v.unsqueeze(0) for k, v in maps.items()}  # (1, C, R, R)
+    # apply_artifacts returns its input when the sample has no surface dirt: both variants then
+    # share one render.
+    dirty = apply_artifacts(clean, "surface", spec["surface_artifacts"]) if "dirty" in variants else clean
+    by_variant = {"clean": clean, "dirty": dirty}
+    shaded: list[dict[str, Tensor]] = []  # distinct maps, one batch row each
+    for variant in variants:
+        if not any(m is by_variant[variant] for m in shaded):
+            shaded.append(by_variant[variant])
+    row = {v: next(i for i, m in enumerate(shaded) if m is by_variant[v]) for v in variants}
+    stacked = {k: torch.cat([m[k] for m in shaded]) for k in maps}  # (1 or 2, C, R, R)
+    surface = Surface.from_maps(stacked)  # texture space, shared by every view
+    out: dict[str, list[Tensor]] = {v: [] for v in variants}
+    for view in spec["views"]:
+        camera, lights = build_camera(view["camera"]), build_lights(view["lights"], environment)
+        radiance = shade_surface(surface, camera, lights, resolution=resolution)
+        radiance = apply_exposure(radiance, view["exposure_ev"])
+        for variant in variants:
+            image = radiance[row[variant] : row[variant] + 1]
+            if variant == "dirty":
+                image = apply_artifacts(image, "linear", view["artifacts"])
+            image = develop(image, tonemap_kind=view["tonemap"])
+            if variant == "dirty":
+                image = apply_artifacts(image, "display", view["artifacts"])
+            out[variant].append(image)
+    return {v: torch.cat(images) for v, images in out.items()}
+
+
+class SyntheticGenerator:
+    """Seeded synthetic samples: sample ``i`` uses material ``i // samples_per_material``.
+
+    A sample's material, cameras, lights and artifacts depend only on ``(seed, index)``.
+
+    Args:
+        resolution: side of the views and maps.
+        num_views: V.
+        camera: ``aligned`` or ``perspective``.
+        artifact_strength: scale of the dirty artifacts (0 disables them).
+        seed: the dataset's seed.
+        samples_per_material: samples sharing one material.
+        environment: optional (3, He, We) HDR map lighting the scenes (else procedural skies).
+    """
+
+    def __init__(
+        self,
+        *,
+        resolution: int,
+        num_views: int,
+        camera: str = "aligned",
+        artifact_strength: float = 1.0,
+        seed: int = 0,
+        samples_per_material: int = 1,
+        environment: Tensor | None = None,
+    ) -> None:
+        if camera not in CAMERAS:
+            raise ValueError(f"camera={camera!r}; choose one of {list(CAMERAS)}")
+        if samples_per_material < 1:
+            raise ValueError(f"samples_per_material={samples_per_material}: expected >= 1")
+        if artifact_strength < 0:
+            raise ValueError(f"artifact_strength={artifact_strength}: expected >= 0")
+        self.resolution = resolution
+        self.num_views = num_views
+        self.camera = camera
+        self.artifact_strength = artifact_strength
+        self.seed = seed
+        self.samples_per_material = samples_per_material
+        self.environment = environment
+
+    def material_index(self, index: int) -> int:
+        return index // self.samples_per_material
+
+    def material(self, material_index: int) -> Material:
+        """The procedural material ``material_index``."""
+        return generate_material(
+            derive_seed(self.seed, "synthetic-material", material_index), self.resolution
+        )
+
+    def spec(self, index: int) -> dict[str, Any]:
+        """The random choices of sample ``index`` (see :func:`draw_sample`)."""
+        return draw_sample(
+            derive_seed(self.seed, "synthetic-sample", index),
+            num_views=self.num_views,
+            camera=self.camera,
+            artifact_strength=self.artifact_strength,
+            hdr=self.environment is not None,
+        )
+
+    def render(
+        self, index: int, variants: Sequence[str] = VARIANTS, material: Material | None = None
+    ) -> tuple[Material, dict[str, Any], dict[str, Tensor]]:
+        """Material, spec and ``{variant: (V, 3, R, R)}`` renders of sample ``index``."""
+        material = material or self.material(self.material_index(index))
+        spec = self.spec(index)
+        return (
+            material,
+            spec,
+            render_sample(material.maps, spec, variants=variants, environment=self.environment),
+        )
