@@ -49,5 +49,9 @@ def build_loss(cfg: DictConfig) -> nn.Module:
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
-    """The data module of ``cfg.data`` (not yet set up)."""
-    return instantiate(cfg.data)
+    """The data module of ``cfg.data`` (not yet set up).
+
+    Targets are served at ``data.resolution * decoder.sr_scale``: a super-resolving decoder
+    (e.g. 1024 px views -> 2048 px maps) is trained against maps of its output size.
+    """
+    return instantiate(cfg.data, map_resolution=cfg.data.resolution * cfg.decoder.get("sr_scale", 1))

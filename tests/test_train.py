@@ -10,11 +10,11 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss
+from neuropbr.train import train
 from neuropbr.training.checkpoint import load_checkpoint
 from neuropbr.training.precision import resolve_precision
 from neuropbr.training.schedules import constant
 from neuropbr.training.trainer import LoopSettings, Trainer
-from neuropbr.train import train
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -182,6 +182,12 @@ def test_gan_step_updates_both_networks(tiny_cfg: DictConfig) -> None:
     assert all(not torch.equal(a, b) for a, b in zip(g_before, generator.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d_before, discriminator.parameters()))
     assert all(p.requires_grad for p in discriminator.parameters())  # restored after the G step
+
+
+def test_super_resolving_decoder_trains_against_larger_maps(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg("experiment=smoke", "tracking=none", "decoder.sr_scale=2", "data.resolution=32",
+                      "data.num_samples=4", "trainer.max_epochs=1")  # fmt: skip
+    assert torch.isfinite(torch.tensor(train(cfg)))
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

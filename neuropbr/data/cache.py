@@ -77,12 +77,14 @@ def cache_set_dir(
     renders: str,
     normal_convention: str,
     cache_dir: str | Path | None = None,
+    map_resolution: int | None = None,
 ) -> Path:
     """The folder of the cache set for these settings (see the module docstring).
 
     Args:
         root: dataset root.
         resolution, num_views, renders, normal_convention: the data settings the arrays depend on.
+        map_resolution: side of the stored maps when it differs from ``resolution``.
         cache_dir: explicit parent folder; None uses ``<root>/.neuropbr_cache`` when the root is
             writable, else the user cache folder.
 
@@ -91,6 +93,8 @@ def cache_set_dir(
     """
     root = Path(root)
     set_name = f"r{resolution}_v{num_views}_{renders}_{normal_convention}"
+    if map_resolution not in (None, resolution):
+        set_name += f"_maps{map_resolution}"
     # root.is_dir() first: probing must never create a mistyped root (the scan reports it).
     if cache_dir is None and root.is_dir() and _is_writable(root / DEFAULT_CACHE_FOLDER):
         return root / DEFAULT_CACHE_FOLDER / set_name
@@ -108,9 +112,10 @@ class DecodedCache:
     Args:
         directory: the cache set folder (:func:`cache_set_dir`).
         root: dataset root; sources are recorded relative to it.
-        resolution: side of the stored arrays.
+        resolution: side of the stored views.
         num_views: V, views per stored sample.
         normal_convention: how the normal maps on disk are encoded (stored arrays are OpenGL).
+        map_resolution: side of the stored maps (default ``resolution``).
     """
 
     def __init__(
@@ -121,10 +126,12 @@ class DecodedCache:
         resolution: int,
         num_views: int,
         normal_convention: str,
+        map_resolution: int | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.root = Path(root)
         self.resolution = resolution
+        self.map_resolution = map_resolution or resolution
         self.num_views = num_views
         self.normal_convention = normal_convention
         self._files: dict[str, dict] = self._read_manifest()
@@ -135,6 +142,7 @@ class DecodedCache:
         return {
             "version": CACHE_FORMAT_VERSION,
             "resolution": self.resolution,
+            "map_resolution": self.map_resolution,
             "num_views": self.num_views,
             "normal_convention": self.normal_convention,
         }
@@ -298,7 +306,7 @@ class DecodedCache:
         if kind == "views":
             array = _quantise(load_views(paths, self.resolution))  # (V, 3, R, R)
         else:
-            maps = load_maps(paths, self.resolution, self.normal_convention)
+            maps = load_maps(paths, self.map_resolution, self.normal_convention)
             maps["normal"] = encode_normal(maps["normal"], "opengl")
             array = _quantise(torch.cat([maps[name] for name in PBR_CHANNELS]))  # (8, R, R)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -39,13 +39,16 @@ class PBRDataModule(ABC):
     Subclasses implement :meth:`setup` to set ``self.train_set`` and ``self.val_set``.
 
     Args:
-        resolution: side of the square views and maps served.
+        resolution: side of the square views served.
         num_views: V, views per sample.
         batch_size: per-process batch size.
         num_workers: loader worker processes (0 loads in the main process).
         pin_memory: page-lock batches for faster host-to-GPU copies (ignored without CUDA).
         persistent_workers: keep workers alive between epochs.
         seed: the run's seed (split, order, augmentation).
+        map_resolution: side of the target maps (default ``resolution``). A super-resolving
+            decoder (``decoder.sr_scale``) needs targets at ``resolution * sr_scale``; the
+            builder passes that in.
     """
 
     def __init__(
@@ -58,9 +61,12 @@ class PBRDataModule(ABC):
         pin_memory: bool,
         persistent_workers: bool,
         seed: int,
+        map_resolution: int | None = None,
     ) -> None:
         if resolution < 8:
             raise ValueError(f"data.resolution={resolution}: expected >= 8")
+        if map_resolution is not None and map_resolution < resolution:
+            raise ValueError(f"map_resolution={map_resolution}: expected >= data.resolution={resolution}")
         if num_views < 1:
             raise ValueError(f"data.num_views={num_views}: expected >= 1")
         if batch_size < 1:
@@ -68,6 +74,7 @@ class PBRDataModule(ABC):
         if num_workers < 0:
             raise ValueError(f"data.num_workers={num_workers}: expected >= 0")
         self.resolution = resolution
+        self.map_resolution = map_resolution or resolution
         self.num_views = num_views
         self.batch_size = batch_size
         self.num_workers = num_workers

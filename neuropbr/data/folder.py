@@ -49,7 +49,8 @@ class FolderDataset(Dataset):
 
     Args:
         entries: validated samples (:func:`~neuropbr.data.index.scan_folder_dataset`).
-        resolution: side of the square views and maps served.
+        resolution: side of the square views served.
+        map_resolution: side of the maps served (``resolution`` unless the decoder super-resolves).
         normal_convention: ``opengl`` or ``directx`` (G flipped on load).
         cache: serve decoded arrays from this cache (built for ``entries``) instead of the files.
         augment: applied to every sample with its sample seed (None for validation).
@@ -60,12 +61,14 @@ class FolderDataset(Dataset):
         entries: Sequence[SampleEntry],
         *,
         resolution: int,
+        map_resolution: int | None = None,
         normal_convention: str = "opengl",
         cache: DecodedCache | None = None,
         augment: AugmentFn | None = None,
     ) -> None:
         self.entries = list(entries)
         self.resolution = resolution
+        self.map_resolution = map_resolution or resolution
         self.normal_convention = normal_convention
         self.cache = cache
         self.augment = augment
@@ -90,7 +93,7 @@ class FolderDataset(Dataset):
         else:
             try:
                 views = load_views(entry.views, self.resolution)
-                maps = load_maps(entry.maps, self.resolution, self.normal_convention)
+                maps = load_maps(entry.maps, self.map_resolution, self.normal_convention)
             except ImageReadError as err:
                 # Validated at start-up: the file changed since, or it is broken in a way only a
                 # full decode reveals. Name it instead of surfacing a PIL traceback.
@@ -108,7 +111,7 @@ class FolderDataModule(PBRDataModule):
 
     Args:
         root: dataset root (holds ``input/`` and ``output/``).
-        resolution: side of the square views and maps served (images are resized to it).
+        resolution: side of the square views served (images are resized to it).
         num_views: V, views per sample (``0 .. V-1`` must exist; extra views are ignored).
         renders: ``clean``, ``dirty`` or ``both``; with ``both`` every sample folder of
             ``clean/`` and of ``dirty/`` is a sample, and a name present in both gives two samples
@@ -124,6 +127,7 @@ class FolderDataModule(PBRDataModule):
         on_error: ``raise`` one :class:`~neuropbr.data.index.DatasetError` listing every problem,
             or ``skip`` the samples with problems, logging each problem.
         normal_convention: ``opengl`` (+Y up) or ``directx`` (G flipped on load).
+        map_resolution: side of the target maps (build-time: ``data.resolution * decoder.sr_scale``).
     """
 
     def __init__(
@@ -145,9 +149,11 @@ class FolderDataModule(PBRDataModule):
         cache_dir: str | None = None,
         on_error: str = "raise",
         normal_convention: str = "opengl",
+        map_resolution: int | None = None,
     ) -> None:
         super().__init__(
             resolution=resolution,
+            map_resolution=map_resolution,
             num_views=num_views,
             batch_size=batch_size,
             num_workers=num_workers,
@@ -196,6 +202,7 @@ class FolderDataModule(PBRDataModule):
             directory = cache_set_dir(
                 self.root,
                 resolution=self.resolution,
+                map_resolution=self.map_resolution,
                 num_views=self.num_views,
                 renders=self.renders,
                 normal_convention=self.normal_convention,
@@ -205,6 +212,7 @@ class FolderDataModule(PBRDataModule):
                 directory,
                 root=self.root,
                 resolution=self.resolution,
+                map_resolution=self.map_resolution,
                 num_views=self.num_views,
                 normal_convention=self.normal_convention,
             )
@@ -228,6 +236,7 @@ class FolderDataModule(PBRDataModule):
             return FolderDataset(
                 [entries[i] for i in indices],
                 resolution=self.resolution,
+                map_resolution=self.map_resolution,
                 normal_convention=self.normal_convention,
                 cache=decoded_cache,
                 augment=augment,

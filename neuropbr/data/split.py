@@ -11,9 +11,7 @@ from neuropbr.utils.seeding import derive_seed
 log = logging.getLogger(__name__)
 
 
-def split_by_material(
-    materials: Sequence[str], val_ratio: float, seed: int
-) -> tuple[list[int], list[int]]:
+def split_by_material(materials: Sequence[str], val_ratio: float, seed: int) -> tuple[list[int], list[int]]:
     """Split sample indices so that no material appears in both train and val.
 
     Args:
@@ -39,6 +37,11 @@ def split_by_material(
     log.info(
         "split by material (seed %d, val_ratio %.3f): train %d samples / %d materials, "
         "val %d samples / %d materials",
-        seed, val_ratio, len(train_idx), len(unique) - n_val, len(val_idx), n_val,
+        seed,
+        val_ratio,
+        len(train_idx),
+        len(unique) - n_val,
+        len(val_idx),
+        n_val,
     )
     return train_idx, val_idx

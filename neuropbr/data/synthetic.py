@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -45,6 +46,8 @@ class SyntheticDataset(Dataset):
         material_names: name of every generator material (indexed by material index).
         renders: ``clean``, ``dirty`` or ``both`` (one of the two per sample, from its seed).
         augment: called as ``augment(views, maps, sample_seed)`` on each sample, or None.
+        view_resolution: side of the views served when smaller than the generator's (maps keep
+            the generator's resolution); None serves both at the generator's resolution.
     """
 
     def __init__(
@@ -56,9 +59,11 @@ class SyntheticDataset(Dataset):
         material_names: Sequence[str],
         renders: str = "clean",
         augment: Augment | None = None,
+        view_resolution: int | None = None,
     ) -> None:
         if renders not in RENDERS:
             raise ValueError(f"data.renders={renders!r}: expected one of {list(RENDERS)}")
+        self.view_resolution = view_resolution
         self.generator = generator
         self.indices = list(indices)
         self.sample_names = list(sample_names)
@@ -83,6 +88,10 @@ class SyntheticDataset(Dataset):
         with torch.no_grad():
             material, _, renders = self.generator.render(index, variants=(variant,))
         views, maps = renders[variant], material.maps  # (V, 3, H, W); (C, H, W) each
+        if self.view_resolution is not None and views.shape[-1] != self.view_resolution:
+            # A super-resolving decoder: the camera sees the material at a lower resolution
+            # than the maps (box filter = pixels integrating over several texels).
+            views = F.interpolate(views, size=(self.view_resolution,) * 2, mode="area")
         if self.augment is not None:
             views, maps = self.augment(views, maps, sample_seed)
         return {
@@ -111,6 +120,8 @@ class SyntheticDataModule(PBRDataModule):
         samples_per_material: samples sharing one material (different lights, cameras, dirt).
         camera: ``aligned`` or ``perspective`` (tilted, rotated, tiled views).
         artifact_strength: scale of the dirty artifacts (0 disables them).
+        map_resolution: side of the target maps (build-time: ``data.resolution * decoder.sr_scale``);
+            materials are rendered at this size and the views box-filtered down to ``resolution``.
     """
 
     def __init__(
@@ -131,9 +142,11 @@ class SyntheticDataModule(PBRDataModule):
         samples_per_material: int = 1,
         camera: str = "aligned",
         artifact_strength: float = 1.0,
+        map_resolution: int | None = None,
     ) -> None:
         super().__init__(
             resolution=resolution,
+            map_resolution=map_resolution,
             num_views=num_views,
             batch_size=batch_size,
             num_workers=num_workers,
@@ -174,7 +187,7 @@ class SyntheticDataModule(PBRDataModule):
         self.camera = camera
         self.artifact_strength = artifact_strength
         self.generator = SyntheticGenerator(
-            resolution=resolution,
+            resolution=self.map_resolution,
             num_views=num_views,
             camera=camera,
             artifact_strength=artifact_strength,
@@ -191,7 +204,7 @@ class SyntheticDataModule(PBRDataModule):
         def dataset(indices: list[int], augment: Augment | None) -> SyntheticDataset:
             return SyntheticDataset(
                 self.generator, indices, sample_names=samples, material_names=materials, renders=self.renders,
-                augment=augment,
+                augment=augment, view_resolution=self.resolution,
             )  # fmt: skip
 
         self.train_set = dataset(train_idx, self.augment)

@@ -165,8 +165,22 @@ def test_schema_fields_are_the_constructor_kwargs() -> None:
     def fields(schema: type) -> set[str]:
         return {f.name for f in dataclasses.fields(schema)} - {"_target_"}
 
-    assert fields(FolderDataConfig) == set(inspect.signature(FolderDataModule).parameters)
+    build_time = {"map_resolution"}  # passed by neuropbr.build from decoder.sr_scale
+    assert fields(FolderDataConfig) == set(inspect.signature(FolderDataModule).parameters) - build_time
     assert fields(AugmentConfig) == set(inspect.signature(Augmentation).parameters)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_super_resolution_targets_are_served_at_map_resolution(
+    make_dataset: Callable[..., WrittenDataset], cache: bool
+) -> None:
+    dm = _module(make_dataset().root, resolution=16, map_resolution=32, cache=cache)
+    dm.setup()
+    sample = train_set(dm)[0]
+    assert sample["views"].shape[-2:] == (16, 16)
+    assert all(m.shape[-2:] == (32, 32) for m in sample["maps"].values())
+    norms = sample["maps"]["normal"].norm(dim=0)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-3)
 
 
 def test_composed_config_builds_the_module(

@@ -136,8 +136,17 @@ def test_bad_settings_name_the_key(overrides: dict, message: str) -> None:
 
 def test_schema_fields_are_the_constructor_arguments() -> None:
     fields = {f.name for f in dataclasses.fields(SyntheticDataConfig)} - {"_target_"}
-    parameters = set(inspect.signature(SyntheticDataModule.__init__).parameters) - {"self"}
+    build_time = {"map_resolution"}  # passed by neuropbr.build from decoder.sr_scale
+    parameters = set(inspect.signature(SyntheticDataModule.__init__).parameters) - {"self"} - build_time
     assert fields == parameters
+
+
+def test_super_resolution_targets_are_served_at_map_resolution() -> None:
+    module = _module(resolution=16, map_resolution=32)
+    module.setup()
+    sample = module.train_set[0]
+    assert sample["views"].shape[-2:] == (16, 16)
+    assert all(m.shape[-2:] == (32, 32) for m in sample["maps"].values())
 
 
 def test_composed_config_builds_the_module(compose_cfg: Callable[..., DictConfig]) -> None:
