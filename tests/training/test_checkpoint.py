@@ -120,7 +120,7 @@ def test_checkpointer_writes_the_guides_files(tmp_path: Path) -> None:
 
 def test_resume_resolution(tmp_path: Path) -> None:
     assert find_resume_checkpoint(None, tmp_path, tmp_path) is None
-    with pytest.raises(CheckpointError, match="trainer.resume=.*no such checkpoint"):
+    with pytest.raises(CheckpointError, match=r"trainer\.resume=.*no such checkpoint"):
         find_resume_checkpoint(str(tmp_path / "missing.pth"), tmp_path, tmp_path)
     runs = tmp_path / "outputs"
     assert find_resume_checkpoint("auto", tmp_path / "new" / "checkpoints", runs) is None

@@ -24,7 +24,7 @@ def test_ema_follows_the_closed_form() -> None:
 
 
 def test_ema_decay_range() -> None:
-    with pytest.raises(ValueError, match="trainer.ema_decay=1.0"):
+    with pytest.raises(ValueError, match=r"trainer\.ema_decay=1\.0"):
         ExponentialMovingAverage(nn.Linear(1, 1), 1.0)
 
 
@@ -37,7 +37,7 @@ def test_precision_policy_on_cpu() -> None:
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype is torch.bfloat16
     fp16 = resolve_precision("fp16", cpu)
     assert fp16.uses_grad_scaler and fp16.grad_scaler().is_enabled()
-    with pytest.raises(ValueError, match="trainer.precision='fp8'"):
+    with pytest.raises(ValueError, match=r"trainer\.precision='fp8'"):
         resolve_precision("fp8", cpu)
 
 
@@ -45,7 +45,7 @@ def test_device_policy() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(RuntimeError, match="trainer.device=cuda"):
+        with pytest.raises(RuntimeError, match=r"trainer\.device=cuda"):
             resolve_device("cuda")
-    with pytest.raises(ValueError, match="trainer.device='tpu'"):
+    with pytest.raises(ValueError, match=r"trainer\.device='tpu'"):
         resolve_device("tpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -32,7 +33,7 @@ def test_cosine_decays_to_min_lr_after_warmup() -> None:
     assert lrs[:3] == pytest.approx([0.1, 0.55, 1.0])
     assert lrs[2 + 5] == pytest.approx(0.5)  # half way through the 10 cosine epochs
     assert lrs[12] == pytest.approx(0.0, abs=1e-12)
-    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[2:]))
 
 
 def test_cosine_floor_is_min_lr() -> None:
