@@ -141,7 +141,8 @@ def normal_angular_error_deg(pred_normal: Tensor, target_normal: Tensor) -> Tens
         (B, 1, H, W) in [0, 180].
     """
     p, t = upcast(pred_normal), upcast(target_normal)
-    cross = torch.linalg.cross(p, t, dim=1).norm(dim=1, keepdim=True)
+    cross = torch.linalg.cross(p, t, dim=1)
+    cross = (cross * cross).sum(dim=1, keepdim=True).sqrt()  # .norm(dim=1) is ~50x slower on CPU
     dot = (p * t).sum(dim=1, keepdim=True)
     return torch.rad2deg(torch.atan2(cross, dot))
 

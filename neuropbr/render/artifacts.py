@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from neuropbr.render.geometry import height_to_normal, normalize
+from neuropbr.render.geometry import height_to_normal
 from neuropbr.render.noise import periodic_noise, smoothstep
 from neuropbr.utils.seeding import derive_seed
+from neuropbr.utils.tensors import unit_vectors
 
 Maps = dict[str, Tensor]
 
@@ -190,7 +191,7 @@ def scratches(maps: Maps, strength: float, seed: int) -> Maps:
         tilt = groove - torch.tensor([0.0, 0.0, 1.0], dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
         out = _blend(m, coverage, roughness=0.55, amount=0.7 * min(strength, 1.0))
         out["albedo"] = (m["albedo"] + (m["albedo"] * 0.25 + 0.08) * (0.6 * coverage)).clamp(0.0, 1.0)
-        out["normal"] = normalize(m["normal"] + tilt)
+        out["normal"] = unit_vectors(m["normal"] + tilt)
         return out
 
     return _per_element(maps, one)

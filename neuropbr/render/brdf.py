@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from neuropbr.render.color import srgb_to_linear
-from neuropbr.render.geometry import normalize
+from neuropbr.utils.tensors import unit_vectors
 
 #: Smallest perceptual roughness used in shading. A perfect mirror (alpha = 0) makes the GGX
 #: lobe a Dirac delta: point lights would then never be seen in it, and its gradient explodes.
@@ -134,7 +134,7 @@ class Surface:
             srgb_to_linear(shading_dtype(maps["albedo"])),
             shading_dtype(maps["roughness"]),
             shading_dtype(maps["metallic"]),
-            normalize(shading_dtype(maps["normal"])),
+            unit_vectors(shading_dtype(maps["normal"])),
         )
 
 

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neuropbr.render.geometry import directions_to, normalize, texel_positions
+from neuropbr.render.geometry import directions_to, texel_positions
+from neuropbr.utils.tensors import unit_vectors
 
 #: Rays steeper than this (degrees from the zenith) are refused: they would meet the plane far
 #: away or never.
@@ -96,7 +97,7 @@ def _resize_maps(maps: dict[str, Tensor], size: int) -> dict[str, Tensor]:
         else:
             out[name] = F.interpolate(value, size=(size, size), mode="bilinear", align_corners=False)
     if "normal" in out:
-        out["normal"] = normalize(out["normal"])
+        out["normal"] = unit_vectors(out["normal"])
     return out
 
 
@@ -247,7 +248,7 @@ class PerspectiveCamera(Camera):
         hit = -eye[:, 2:3] / rays[:, 2:3]  # ray length to z = 0 (rays all point down: checked in __init__)
         positions = eye + hit * rays
         positions = torch.cat([positions[:, :2], torch.zeros_like(positions[:, 2:])], dim=1)
-        view_dir = normalize(-rays)
+        view_dir = unit_vectors(-rays)
 
         # Texture lookup: wrap into [-1, 1) and sample a copy padded by one texel on each side
         # (circularly), so bilinear taps at the borders blend with the opposite edge.
@@ -260,7 +261,7 @@ class PerspectiveCamera(Camera):
         levels = self._levels(map_size, size, batch)
         seen = {name: _lookup(value.expand(batch, -1, -1, -1), grid, levels) for name, value in maps.items()}
         if "normal" in seen:
-            seen["normal"] = normalize(seen["normal"])
+            seen["normal"] = unit_vectors(seen["normal"])
         return SurfaceView(maps=seen, positions=positions, view_dir=view_dir)
 
     def _levels(self, map_size: int, resolution: int, batch: int) -> list[int]:

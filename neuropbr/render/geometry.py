@@ -11,14 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def normalize(x: Tensor, dim: int = 1, eps: float = 1e-6) -> Tensor:
-    """``F.normalize`` (``x / max(|x|, eps)``) over ``dim``.
-
-    Same values, but about 50x faster on CPU for the channel dim of NCHW tensors, where
-    ``torch.linalg.vector_norm`` takes a slow strided-reduction path.
-    """
-    return x * torch.rsqrt((x * x).sum(dim=dim, keepdim=True).clamp(min=eps * eps))
+from neuropbr.utils.tensors import unit_vectors
 
 
 def texel_positions(
@@ -66,13 +59,13 @@ def directional_light(direction: Tensor, irradiance: Tensor) -> tuple[Tensor, Te
 
     Returns broadcastable ``(light_dir (B, 3, 1, 1), radiance (B, C, 1, 1))``.
     """
-    return F.normalize(direction.float(), dim=1)[:, :, None, None], irradiance.float()[:, :, None, None]
+    return unit_vectors(direction.float())[:, :, None, None], irradiance.float()[:, :, None, None]
 
 
 def height_to_normal(height: Tensor, strength: float = 1.0, *, wrap: bool = True) -> Tensor:
     """Tangent-space unit normals of a height field, OpenGL convention (+y up the image).
 
-    Central differences in texel units: ``n = normalize(-strength * dh/dx, -strength * dh/dy, 1)``
+    Central differences in texel units: ``n = unit_vectors(-strength * dh/dx, -strength * dh/dy, 1)``
     with +x to the right and +y towards row 0. ``wrap=True`` treats the field as tileable
     (periodic differences), so a tileable height gives a tileable normal map.
 
@@ -93,4 +86,4 @@ def height_to_normal(height: Tensor, strength: float = 1.0, *, wrap: bool = True
     dh_dx = (right - left) * 0.5
     dh_dy = (above - below) * 0.5  # +y points up the image, i.e. towards row 0
     normal = torch.cat([-strength * dh_dx, -strength * dh_dy, torch.ones_like(height)], dim=1)
-    return normalize(normal)
+    return unit_vectors(normal)

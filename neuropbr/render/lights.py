@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neuropbr.render.brdf import Surface, shade_many
-from neuropbr.render.geometry import normalize
 from neuropbr.render.hdr import equirect_directions
+from neuropbr.utils.tensors import unit_vectors
 
 #: Largest equirectangular map integrated into environment cells; larger maps (HDR photos) are
 #: area-averaged down first. 64 x 128 texels resolve about 3 degrees.
@@ -119,7 +119,7 @@ class DirectionalLight(Light):
 
     def __init__(self, direction: Tensor, irradiance: Tensor | float) -> None:
         self.direction, self.color = _broadcast(
-            normalize(_lights(direction, "DirectionalLight.direction"), dim=-1),
+            unit_vectors(_lights(direction, "DirectionalLight.direction"), dim=-1),
             _lights(irradiance, "DirectionalLight.irradiance"),
         )
 
@@ -217,7 +217,7 @@ class EnvironmentLight(Light):
         moment = torch.einsum("bnk,bn,bnd->bkd", cell, luminance, rotated.expand(batch, -1, -1))
         # Mean resultant length of the cell's light: 1 for a point, less the more it spreads.
         mean_length = torch.where(lit, moment.norm(dim=-1) / total.clamp(min=1e-12), 1.0)  # (B, K)
-        directions = torch.where(lit[..., None], normalize(moment, dim=-1), centres.expand(batch, -1, -1))
+        directions = torch.where(lit[..., None], unit_vectors(moment, dim=-1), centres.expand(batch, -1, -1))
         # Any plane whose horizon does not cut the cell receives irradiance n . (integral of L l dw)
         # = |moment| (n . direction): the cell's energy times its mean resultant length.
         colors = torch.einsum("bnk,bnc->bkc", cell, weighted) * mean_length[..., None]
@@ -281,7 +281,7 @@ def procedural_sky(
     Returns:
         (B, 3, height, width) linear radiance, z-up equirectangular (see :func:`equirect_directions`).
     """
-    sun = normalize(_lights(sun_direction, "sun_direction")[:, 0], dim=-1)  # (B, 3)
+    sun = unit_vectors(_lights(sun_direction, "sun_direction")[:, 0], dim=-1)  # (B, 3)
     zenith = _lights(zenith, "zenith")[:, 0]
     horizon = _lights(horizon, "horizon")[:, 0]
     ground = 0.3 * horizon if ground is None else _lights(ground, "ground")[:, 0]

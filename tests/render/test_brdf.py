@@ -26,12 +26,12 @@ from neuropbr.render.geometry import (
     directional_light,
     directions_to,
     height_to_normal,
-    normalize,
     point_light,
     texel_positions,
 )
 from neuropbr.render.lights import DirectionalLight, PointLight
 from neuropbr.render.renderer import render_radiance
+from neuropbr.utils.tensors import unit_vectors
 
 F64 = torch.float64
 
@@ -50,7 +50,7 @@ def _random_maps(
         "albedo": 0.2 + 0.7 * torch.rand(batch, 3, size, size, generator=gen, dtype=dtype),
         "roughness": 0.3 + 0.6 * torch.rand(batch, 1, size, size, generator=gen, dtype=dtype),
         "metallic": torch.rand(batch, 1, size, size, generator=gen, dtype=dtype),
-        "normal": normalize(normal),
+        "normal": unit_vectors(normal),
     }
 
 
@@ -58,7 +58,7 @@ def _upper_hemisphere(n: int, gen: torch.Generator) -> torch.Tensor:
     """(1, 3, n, 1) random unit vectors with z >= 0.2."""
     v = torch.randn(3, n, generator=gen, dtype=F64)
     v[2] = v[2].abs() + 0.5
-    return normalize(v, dim=0).view(1, 3, n, 1)
+    return unit_vectors(v, dim=0).view(1, 3, n, 1)
 
 
 # --- white furnace: integrate f (n.l) over the hemisphere of light directions ------------------
@@ -222,13 +222,15 @@ def test_scalar_rewrite_matches_textbook_formulas() -> None:
     gen = torch.Generator().manual_seed(3)
     n = 512
     light, view = _upper_hemisphere(n, gen), _upper_hemisphere(n, gen)
-    normal = normalize(_upper_hemisphere(n, gen) + torch.tensor([0.0, 0.0, 1.0], dtype=F64).view(1, 3, 1, 1))
+    normal = unit_vectors(
+        _upper_hemisphere(n, gen) + torch.tensor([0.0, 0.0, 1.0], dtype=F64).view(1, 3, 1, 1)
+    )
     albedo = torch.rand(1, 3, n, 1, generator=gen, dtype=F64)
     roughness = 0.05 + 0.95 * torch.rand(1, 1, n, 1, generator=gen, dtype=F64)
     metallic = torch.rand(1, 1, n, 1, generator=gen, dtype=F64)
     diffuse, specular = cook_torrance(albedo, roughness, metallic, normal, light, view)
 
-    half = normalize(light + view)
+    half = unit_vectors(light + view)
     n_dot_l, n_dot_v = (normal * light).sum(1, keepdim=True), (normal * view).sum(1, keepdim=True)
     alpha = roughness**2
     f0 = DIELECTRIC_F0 + (albedo - DIELECTRIC_F0) * metallic
@@ -269,7 +271,7 @@ def test_shade_many_equals_the_sum_of_single_lights() -> None:
     )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-9)
     # Lights at infinity take the matmul path; it must agree with the per-texel path.
-    directions = normalize(torch.randn(2, 4, 3, dtype=F64) + torch.tensor([0, 0, 2.0], dtype=F64), dim=-1)
+    directions = unit_vectors(torch.randn(2, 4, 3, dtype=F64) + torch.tensor([0, 0, 2.0], dtype=F64), dim=-1)
     colours = torch.rand(2, 4, 3, dtype=F64)
     surface = Surface.from_maps(maps)
     fast = shade_many(surface, directions[..., None, None], colours, view_dir)
@@ -285,8 +287,8 @@ def test_gradcheck_shade() -> None:
     inputs = tuple(
         maps[k].clone().requires_grad_(True) for k in ("albedo", "roughness", "metallic", "normal")
     )
-    light_dir = normalize(torch.tensor([0.3, -0.2, 1.0], dtype=F64), dim=0).view(1, 3, 1, 1)
-    view_dir = normalize(torch.tensor([-0.1, 0.4, 1.0], dtype=F64), dim=0).view(1, 3, 1, 1)
+    light_dir = unit_vectors(torch.tensor([0.3, -0.2, 1.0], dtype=F64), dim=0).view(1, 3, 1, 1)
+    view_dir = unit_vectors(torch.tensor([-0.1, 0.4, 1.0], dtype=F64), dim=0).view(1, 3, 1, 1)
 
     def fn(albedo, roughness, metallic, normal):
         maps = {"albedo": albedo, "roughness": roughness, "metallic": metallic, "normal": normal}
@@ -313,10 +315,10 @@ def test_runs_on_the_requested_device(device: torch.device) -> None:
         torch.tensor([0.2, 0.0, 1.0]).view(1, 3, 1, 1),
         torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1),
     )
-    expected = shade(maps, normalize(light), view, torch.ones(1, 1, 1, 1))
+    expected = shade(maps, unit_vectors(light), view, torch.ones(1, 1, 1, 1))
     got = shade(
         {k: v.to(device) for k, v in maps.items()},
-        normalize(light).to(device),
+        unit_vectors(light).to(device),
         view.to(device),
         torch.ones(1, 1, 1, 1, device=device),
     )

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from neuropbr.render.brdf import shade
 from neuropbr.render.camera import AlignedCamera, PerspectiveCamera
-from neuropbr.render.geometry import directions_to, normalize, point_light, texel_positions
+from neuropbr.render.geometry import directions_to, point_light, texel_positions
 from neuropbr.render.lights import EnvironmentLight, PointLight, procedural_sky
 from neuropbr.render.renderer import render_radiance
+from neuropbr.utils.tensors import unit_vectors
 
 
 def _maps(size: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -23,7 +24,7 @@ def _maps(size: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
         "albedo": torch.rand(1, 3, size, size, generator=gen),
         "roughness": 0.2 + 0.8 * torch.rand(1, 1, size, size, generator=gen),
         "metallic": torch.rand(1, 1, size, size, generator=gen),
-        "normal": normalize(normal),
+        "normal": unit_vectors(normal),
     }
 
 
@@ -124,7 +125,7 @@ def test_tilted_views_see_the_plane_at_every_pixel() -> None:
     view = camera.observe(_maps(), resolution=24)
     assert view.maps["albedo"].shape == (2, 3, 24, 24)
     assert (view.positions[:, 2] == 0).all() and torch.isfinite(view.positions).all()
-    expected_dir = normalize(camera.eye[:, :, None, None] - view.positions)
+    expected_dir = unit_vectors(camera.eye[:, :, None, None] - view.positions)
     torch.testing.assert_close(view.view_dir, expected_dir, atol=1e-5, rtol=0)
     torch.testing.assert_close(view.maps["normal"].norm(dim=1), torch.ones(2, 24, 24))
     # The far side of a tilted view is farther from the eye than the near side.

@@ -10,7 +10,7 @@ import torch
 from hemisphere import directional_albedo
 
 from neuropbr.render.brdf import Surface, shade
-from neuropbr.render.geometry import directional_light, directions_to, normalize, point_light, texel_positions
+from neuropbr.render.geometry import directional_light, directions_to, point_light, texel_positions
 from neuropbr.render.hdr import HDRFormatError, equirect_directions, read_hdr, write_hdr
 from neuropbr.render.lights import (
     DirectionalLight,
@@ -19,6 +19,7 @@ from neuropbr.render.lights import (
     hemisphere_directions,
     procedural_sky,
 )
+from neuropbr.utils.tensors import unit_vectors
 
 
 def _maps(
@@ -31,7 +32,7 @@ def _maps(
         "albedo": 0.2 + 0.7 * torch.rand(1, 3, size, size, generator=gen),
         "roughness": torch.full((1, 1, size, size), roughness),
         "metallic": torch.full((1, 1, size, size), metallic),
-        "normal": normalize(normal),
+        "normal": unit_vectors(normal),
     }
 
 
@@ -198,7 +199,7 @@ def test_procedural_sky() -> None:
     directions, _ = equirect_directions(32, 64)
     peak = sky[0].sum(0).flatten().argmax()
     towards = directions.reshape(-1, 3)[peak]
-    assert torch.dot(towards, normalize(sun[0], dim=0)) > 0.95  # glow around the sun
+    assert torch.dot(towards, unit_vectors(sun[0], dim=0)) > 0.95  # glow around the sun
     torch.testing.assert_close(sky[0, :, -1], 0.3 * torch.ones(3, 1).expand(3, 64))  # ground below
 
 

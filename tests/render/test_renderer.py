@@ -11,9 +11,9 @@ import neuropbr.render.materials
 import neuropbr.render.renderer
 from neuropbr.render.camera import AlignedCamera, PerspectiveCamera
 from neuropbr.render.color import linear_to_srgb
-from neuropbr.render.geometry import normalize
 from neuropbr.render.lights import DirectionalLight, EnvironmentLight, PointLight, procedural_sky
 from neuropbr.render.renderer import develop, exposure_for, render, render_radiance
+from neuropbr.utils.tensors import unit_vectors
 
 
 def _maps(batch: int = 1, size: int = 16, requires_grad: bool = False) -> dict[str, torch.Tensor]:
@@ -24,7 +24,7 @@ def _maps(batch: int = 1, size: int = 16, requires_grad: bool = False) -> dict[s
         "albedo": 0.1 + 0.8 * torch.rand(batch, 3, size, size, generator=gen),
         "roughness": 0.2 + 0.7 * torch.rand(batch, 1, size, size, generator=gen),
         "metallic": torch.rand(batch, 1, size, size, generator=gen),
-        "normal": normalize(normal),
+        "normal": unit_vectors(normal),
     }
     return {k: v.requires_grad_(requires_grad) for k, v in maps.items()}
 
