@@ -604,7 +604,8 @@ class EvaluateConfig:
     #: Metrics JSON (null: ``<checkpoint without .pth>.<split>.metrics.json`` beside the checkpoint).
     out: str | None = None
     #: Also compute the training loss (``<split>/loss``) with the checkpoint's loss config.
-    loss: bool = True
+    #: (Not named ``loss``: that is a config group, and ``loss=false`` would select an option.)
+    compute_loss: bool = True
     ema: bool = True
     device: DeviceKind = DeviceKind.auto
     #: Autocast as in training's validation (``auto``: bf16/fp16 on GPU, fp32 on CPU).
@@ -629,6 +630,64 @@ class ExportConfig:
     #: Compare the reloaded export with PyTorch and fail above ``tolerance`` (max abs diff, fp32).
     check: bool = True
     tolerance: float = 1e-4
+
+
+# --- python -m neuropbr.bench ------------------------------------------------------------------
+
+
+class BenchSuite(str, Enum):
+    """``quick``: a few minutes on 2 CPU cores; ``full``: more resolutions, steps and repeats."""
+
+    quick = "quick"
+    full = "full"
+
+
+class BenchSection(str, Enum):
+    """Parts of a benchmark suite (``bench.sections``)."""
+
+    train = "train"
+    loading = "loading"
+    optimisations = "optimisations"
+
+
+@dataclass
+class BenchConfig:
+    """The root of ``conf/bench.yaml``: training, inference and data-loading throughput.
+
+    Every measured configuration runs in its own fresh process (its peak memory is its own);
+    repeats are interleaved (A B A B ...). ``null`` fields take the suite's value.
+    """
+
+    suite: BenchSuite = BenchSuite.quick
+    #: Where to measure (``auto``: CUDA when available).
+    device: DeviceKind = DeviceKind.auto
+    #: The JSON result; the table is written beside it (``.md``) and printed.
+    out: str = "bench.json"
+    #: Which parts to run; ``optimisations`` (like-for-like to as shipped one change at a time,
+    #: plus the CPU-specific changes) is a longer, separate run.
+    sections: list[BenchSection] = field(default_factory=lambda: [BenchSection.train, BenchSection.loading])
+    #: Run only the cases whose name contains one of these strings (null: all).
+    only: list[str] | None = None
+    #: Folder dataset for the PNG/cache cases (null: written once by ``neuropbr.synth`` into the
+    #: user cache folder, 40 materials at 256 px).
+    data_root: str | None = None
+    #: Runs per case, interleaved across cases.
+    repeats: int | None = None
+    #: Steps excluded from the timing at the start of each run.
+    warmup_steps: int | None = None
+    #: Timed windows per run, and steps per window.
+    windows: int | None = None
+    window_steps: int | None = None
+    #: Timed forward passes per inference measurement.
+    inference_runs: int | None = None
+    #: Batches timed per data-loading case (after the first, which starts the workers).
+    loading_batches: int | None = None
+    #: torch intra-op threads in every measured process (null: torch's default).
+    threads: int | None = None
+    #: Extra training overrides appended to every training case (e.g. to compare a change).
+    overrides: list[str] = field(default_factory=list)
+    #: Seconds after which one measured process is stopped (its case is reported as failed).
+    case_timeout_s: int = 1800
 
 
 _SCHEMAS: dict[str, dict[str, type]] = {
@@ -660,6 +719,7 @@ def register_configs() -> None:
     cs.store(name="infer_schema", node=InferConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="bench_schema", node=BenchConfig)
     for group, schemas in _SCHEMAS.items():
         for name, schema in schemas.items():
             cs.store(group=group, name=name, node=schema)
