@@ -17,6 +17,10 @@ from neuropbr.config import config_dir, register_configs
 # Tests never touch the network; set before anything imports huggingface_hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# The suite runs tiny models: one intra-op thread beats two (tiny tensors don't amortise the
+# threading) and avoids ~10x slowdowns when the cores are shared. Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

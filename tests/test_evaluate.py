@@ -6,12 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
@@ -25,16 +24,6 @@ from neuropbr.training.checkpoint import load_checkpoint, save_checkpoint
 
 #: Every metric the report holds, without the ``<split>/`` prefix.
 METRIC_KEYS = {*PER_SAMPLE_KEYS, "normal_angle_median", "loss"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads spinning against other
-    processes made a 64 px forward ~50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

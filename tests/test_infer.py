@@ -12,7 +12,7 @@ import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +44,6 @@ from neuropbr.train import train
 from neuropbr.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 MAP_FILES = [f"{name}.png" for name in PBR_MAPS]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads spinning against other
-    processes made a 64 px forward ~50x slower (2 s instead of 25 ms)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _compose_train(*overrides: str) -> DictConfig:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 
 from neuropbr.models.contracts import PBR_CHANNELS
@@ -224,7 +224,9 @@ def read_image(path: str | Path, resolution: int | None = None) -> np.ndarray:
             if resolution is not None and img.format == "JPEG":
                 img.draft(img.mode, (resolution, resolution))
             img.load()  # decode now: a truncated file raises here, not later as grey pixels
-            return _to_float_array(img, resolution)
+            # Phone photos store their rotation as an EXIF tag: apply it, as image viewers do.
+            upright = ImageOps.exif_transpose(img) if img.format in ("JPEG", "TIFF", "MPO") else img
+            return _to_float_array(upright, resolution)
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except (OSError, ValueError, SyntaxError) as err:

@@ -199,3 +199,16 @@ def test_image_read_error_round_trips_through_pickle_and_one_argument() -> None:
     err = pickle.loads(pickle.dumps(ImageReadError(Path("/x/0.png"), "truncated")))
     assert str(err) == "/x/0.png: truncated"
     assert str(ImageReadError("whole message")) == "whole message"  # how loader workers re-raise
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path: Path) -> None:
+    # A phone photo stored landscape with "rotate 90 CW to view" (EXIF orientation 6).
+    pixels = np.zeros((8, 16, 3), dtype=np.uint8)
+    pixels[:, :8] = 255  # left half white as stored
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "photo.jpg", exif=exif, quality=100)
+    upright = read_image(tmp_path / "photo.jpg")
+    assert upright.shape == (16, 8, 3)  # displayed portrait
+    assert upright[:4].mean() > 0.9 and upright[-4:].mean() < 0.1  # stored left half is now on top

@@ -50,13 +50,3 @@ def vgg_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     full["classifier.6.bias"] = torch.zeros(1000)  # a full state dict also holds the classifier
     torch.save(full, folder / "full.pth")
     return folder
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run on one intra-op thread: these tensors are tiny, so splitting work across threads costs
-    more than it saves, up to 10x more when other processes load the CPU (measured on 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
