@@ -24,7 +24,7 @@ from hydra_plugins.neuropbr_optuna import register_plugin as register_optuna_swe
 from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss, instantiate
 from neuropbr.config import choice, config_dir, register_configs
 from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, load_checkpoint
-from neuropbr.training.distributed import cleanup, init_distributed
+from neuropbr.training.distributed import DistInfo, cleanup, init_distributed
 from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.tracking import NullTracker
 from neuropbr.training.trainer import LoopSettings, Trainer
@@ -60,10 +60,15 @@ def _optimizer(
 ) -> torch.optim.Optimizer:
     factory = instantiate(node)  # a partial of a torch.optim class (STYLE R4)
     kwargs: dict[str, Any] = {"lr": lr}
-    if fused is not False and getattr(factory.func, "__name__", "") in ("Adam", "AdamW", "SGD"):
-        # One fused kernel over all tensors: on a 2-core CPU AdamW's step drops ~10x vs the
-        # per-tensor loop (PERFORMANCE.md: 0.53 s -> 0.09 s of a 3.96 s step).
-        kwargs["fused"] = True
+    if getattr(factory.func, "__name__", "") in ("Adam", "AdamW", "SGD"):
+        if fused is not False:
+            # One fused kernel over all tensors: on a 2-core CPU AdamW's step drops ~10x vs the
+            # per-tensor loop (PERFORMANCE.md: 0.53 s -> 0.09 s of a 3.96 s step).
+            kwargs["fused"] = True
+        else:
+            # The plain per-tensor loop (torch would pick foreach on CUDA): what the original
+            # stack ran, for like-for-like benchmarks.
+            kwargs["foreach"] = False
     return factory(params, **kwargs)
 
 
@@ -95,14 +100,23 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     return tags
 
 
-def train(cfg: DictConfig) -> float:
-    """Build everything from ``cfg`` and train; returns the best ``optimized_metric``."""
-    check_config(cfg)
-    dist_info = init_distributed(cfg.trainer.distributed, choice(cfg.trainer.device))
-    device = resolve_device(choice(cfg.trainer.device), dist_info.local_rank)
-    seed_everything(cfg.seed)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup()
+def build_trainer(
+    cfg: DictConfig, datamodule: Any, device: torch.device, dist_info: DistInfo, tracker: Any
+) -> Trainer:
+    """Networks, loss, optimizers, schedules and the :class:`Trainer` of ``cfg``.
+
+    Shared by :func:`train` and ``neuropbr.bench``, so benchmarks time the very loop users train.
+
+    Args:
+        cfg: the composed training config.
+        datamodule: a set-up data module (``build_datamodule(cfg)`` then ``setup()``).
+        device: where to train.
+        dist_info: DDP rank information (``init_distributed``).
+        tracker: metrics sink (``NullTracker()`` for none).
+
+    Returns:
+        A trainer ready for ``fit()`` or ``train_step()``.
+    """
     generator, discriminator, loss = build_generator(cfg), build_discriminator(cfg), build_loss(cfg)
     g_opt = _optimizer(
         cfg.optimizer.generator, generator.parameters(), cfg.optimizer.g_lr, device, cfg.optimizer.fused
@@ -122,9 +136,8 @@ def train(cfg: DictConfig) -> float:
     sched = instantiate(cfg.scheduler)
     g_sched = sched(g_opt, max_epochs=cfg.trainer.max_epochs, mode=mode)
     d_sched = sched(d_opt, max_epochs=cfg.trainer.max_epochs, mode=mode) if d_opt else None
-    tracker = instantiate(cfg.tracking) if dist_info.is_main else NullTracker()
     loop_keys = LoopSettings.__dataclass_fields__
-    trainer = Trainer(
+    return Trainer(
         generator,
         discriminator,
         loss,
@@ -153,6 +166,18 @@ def train(cfg: DictConfig) -> float:
         image_dir=Path(cfg.paths.output_dir) / "images",
         on_validation=_pruning_hook(cfg),
     )
+
+
+def train(cfg: DictConfig) -> float:
+    """Build everything from ``cfg`` and train; returns the best ``optimized_metric``."""
+    check_config(cfg)
+    dist_info = init_distributed(cfg.trainer.distributed, choice(cfg.trainer.device))
+    device = resolve_device(choice(cfg.trainer.device), dist_info.local_rank)
+    seed_everything(cfg.seed)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    tracker = instantiate(cfg.tracking) if dist_info.is_main else NullTracker()
+    trainer = build_trainer(cfg, datamodule, device, dist_info, tracker)
     resume = find_resume_checkpoint(cfg.trainer.resume, cfg.paths.checkpoint_dir, Path.cwd() / "outputs")
     state = load_checkpoint(resume) if resume else None
     if state is not None:

@@ -1,0 +1,48 @@
+"""Two worker processes running the same sweep command share one study on the default storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import load_trials, sqlite_url, start_app_worker, states, wait_all
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_workers_share_the_budget_and_one_mlflow_parent(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    mlflow_uri = sqlite_url(tmp_path / "mlflow.db")
+    command = [
+        # No hydra.sweeper.storage: the default sqlite:///optuna.db in the working directory.
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweep.dir=multirun",
+        f"barrier_dir={tmp_path / 'barrier'}",  # each worker's first trial waits for the other's
+        "sleep_s=0.2",
+        "tracking._target_=neuropbr.training.tracking.MlflowTracker",
+        "+tracking.uri=null",  # the default, sqlite:///mlflow.db in the working directory...
+        "+tracking.experiment_name=sweeps",
+        "hydra.job.chdir=true",  # ...which the sweeper passes on to jobs that run elsewhere
+    ]
+    workers = [start_app_worker(tmp_path, *command, log_name=f"worker{i}.log") for i in range(2)]
+    wait_all(workers, tmp_path)
+
+    trials = load_trials(sqlite_url(tmp_path / "optuna.db"))
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # the budget is shared, no duplicates
+    assert states(trials) == ["COMPLETE"] * 4
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # workers sample differently
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.optuna_role = 'sweep'")
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(int(r.data.tags["optuna_trial"]) for r in children) == [0, 1, 2, 3]
+    assert {r.data.tags["optuna_state"] for r in children} == {"COMPLETE"}
+    assert {t.user_attrs["mlflow_run_id"] for t in trials} == {r.info.run_id for r in children}
+    assert parent.info.status == "FINISHED"
+    best = min(trials, key=lambda t: t.value)
+    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
