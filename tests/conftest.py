@@ -68,6 +68,35 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     GlobalHydra.instance().clear()
 
 
+@pytest.fixture(scope="session")
+def train_tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``train_tiny(*overrides)``: train ``experiment=smoke tracking=none trainer.max_epochs=1``
+    plus ``overrides`` once per session (per distinct overrides) and return its ``latest.pth``."""
+    from neuropbr.train import train
+
+    trained: dict[tuple[str, ...], Path] = {}
+
+    def run(*overrides: str) -> Path:
+        if overrides not in trained:
+            register_configs()
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+                cfg = compose(
+                    "train",
+                    overrides=["experiment=smoke", "tracking=none", "trainer.max_epochs=1", *overrides],
+                )
+            GlobalHydra.instance().clear()
+            run_dir = tmp_path_factory.mktemp("tiny_run")
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(run_dir)
+                cfg.paths.checkpoint_dir = str(run_dir / "checkpoints")
+            train(cfg)
+            trained[overrides] = run_dir / "checkpoints" / "latest.pth"
+        return trained[overrides]
+
+    return run
+
+
 @pytest.fixture
 def tiny_cfg(compose_cfg: Callable[..., DictConfig]) -> DictConfig:
     """``experiment=smoke tracking=none``: every slot tiny, 64 px synthetic data, CPU."""

@@ -11,15 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from PIL import Image
 
-from neuropbr.config import config_dir, register_configs
 from neuropbr.evaluate import evaluate, explicit_keys
 from neuropbr.metrics import PER_SAMPLE_KEYS
-from neuropbr.train import train
 from neuropbr.training.checkpoint import load_checkpoint, save_checkpoint
 
 #: Every metric the report holds, without the ``<split>/`` prefix.
@@ -27,19 +23,9 @@ METRIC_KEYS = {*PER_SAMPLE_KEYS, "normal_angle_median", "loss"}
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(train_tiny: Callable[..., Path]) -> Path:
     """A tiny model trained for one epoch on 8 synthetic samples (7 train / 1 val material)."""
-    run = tmp_path_factory.mktemp("run")
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=smoke", "tracking=none", "trainer.max_epochs=1"])
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run)
-        cfg.paths.checkpoint_dir = str(run / "checkpoints")
-    train(cfg)
-    return run / "checkpoints" / "latest.pth"
+    return train_tiny()
 
 
 @pytest.fixture

@@ -18,39 +18,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import neuropbr.export as export_module
-from neuropbr.config import config_dir, register_configs
 from neuropbr.export import ParityError, export_generator
 from neuropbr.inference import LoadedGenerator, load_generator
 from neuropbr.models.contracts import PBR_MAPS
-from neuropbr.train import train
+from neuropbr.training.checkpoint import load_checkpoint
 
 #: The issue's bar: exported outputs match PyTorch within this (max abs diff, fp32).
 TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(train_tiny: Callable[..., Path]) -> Path:
     """A tiny model (ViT fusion, EMA on) trained for one epoch."""
-    run = tmp_path_factory.mktemp("run")
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["experiment=smoke", "tracking=none", "trainer.max_epochs=1", "trainer.ema_decay=0.9"],
-        )
-    GlobalHydra.instance().clear()
-    assert cfg.fusion._target_.endswith("ViTFusion")
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run)
-        cfg.paths.checkpoint_dir = str(run / "checkpoints")
-    train(cfg)
-    return run / "checkpoints" / "latest.pth"
+    path = train_tiny("trainer.ema_decay=0.9")
+    assert load_checkpoint(path)["config"]["fusion"]["_target_"].endswith("ViTFusion")
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from neuropbr.build import build_generator
@@ -40,7 +40,6 @@ from neuropbr.inference import (
     tiled_forward,
 )
 from neuropbr.models.contracts import PBR_MAPS
-from neuropbr.train import train
 from neuropbr.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 MAP_FILES = [f"{name}.png" for name in PBR_MAPS]
@@ -56,15 +55,9 @@ def _compose_train(*overrides: str) -> DictConfig:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(train_tiny: Callable[..., Path]) -> Path:
     """A tiny model trained for one epoch (3 views, 64 px, ViT fusion, EMA weights)."""
-    run = tmp_path_factory.mktemp("run")
-    cfg = _compose_train("trainer.max_epochs=1", "trainer.ema_decay=0.9")
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run)
-        cfg.paths.checkpoint_dir = str(run / "checkpoints")
-    train(cfg)
-    return run / "checkpoints" / "latest.pth"
+    return train_tiny("trainer.ema_decay=0.9")
 
 
 @pytest.fixture(scope="module")
