@@ -12,6 +12,7 @@ from hydra.utils import instantiate as _instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from neuropbr.losses.composite import CompositeLoss
 from neuropbr.models.generator import PBRGenerator
 
 
@@ -43,7 +44,7 @@ def build_discriminator(cfg: DictConfig) -> nn.Module | None:
     return instantiate(cfg.discriminator, num_views=cfg.data.num_views)
 
 
-def build_loss(cfg: DictConfig) -> nn.Module:
+def build_loss(cfg: DictConfig) -> CompositeLoss:
     """The composite loss of ``cfg.loss``."""
     return instantiate(cfg.loss)
 

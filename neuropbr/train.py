@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import torch
@@ -91,7 +91,7 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         hydra_cfg = HydraConfig.get()
         tags["overrides"] = " ".join(hydra_cfg.overrides.task) or "(defaults)"
         tags["run_dir"] = hydra_cfg.runtime.output_dir
-        if hydra_cfg.mode.name == "MULTIRUN":
+        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
             tags["hydra_job_num"] = str(hydra_cfg.job.num)
     except ValueError:  # not running under @hydra.main (e.g. tests)
         pass
@@ -162,7 +162,7 @@ def build_trainer(
         compile=cfg.trainer.compile,
         channels_last=cfg.trainer.channels_last,
         dist_info=dist_info,
-        config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
         image_dir=Path(cfg.paths.output_dir) / "images",
         on_validation=_pruning_hook(cfg),
     )
@@ -179,8 +179,9 @@ def train(cfg: DictConfig) -> float:
     tracker = instantiate(cfg.tracking) if dist_info.is_main else NullTracker()
     trainer = build_trainer(cfg, datamodule, device, dist_info, tracker)
     resume = find_resume_checkpoint(cfg.trainer.resume, cfg.paths.checkpoint_dir, Path.cwd() / "outputs")
-    state = load_checkpoint(resume) if resume else None
-    if state is not None:
+    state = None
+    if resume is not None:
+        state = load_checkpoint(resume)
         trainer.load_state_dict(state, source=resume)
     status = "FAILED"
     try:

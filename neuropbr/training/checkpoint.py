@@ -38,7 +38,7 @@ class CheckpointError(RuntimeError):
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, numpy, torch and CUDA RNG states, in types ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple: (name, keys, pos, has_gauss, cached)
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
@@ -203,8 +203,8 @@ class Checkpointer:
         if improved:
             save_checkpoint(self.best_path, state)
             written.append(self.best_path)
-        periodic = not self.save_best_only and self.save_every_n_epochs > 0 and epochs_done is not None
-        if periodic and epochs_done % self.save_every_n_epochs == 0:
+        periodic = not self.save_best_only and self.save_every_n_epochs > 0
+        if periodic and epochs_done is not None and epochs_done % self.save_every_n_epochs == 0:
             path = self.epoch_path(epochs_done)
             save_checkpoint(path, state)
             written.append(path)

@@ -30,7 +30,7 @@ class ExponentialMovingAverage(nn.Module):
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_params = [p for p in self.module.parameters()]
+        ema_params: list[torch.Tensor] = list(self.module.parameters())
         model_params = [p.detach() for p in model.parameters()]
         # lerp towards the live weights: ema += (1 - decay) * (model - ema)
         torch._foreach_lerp_(ema_params, model_params, 1.0 - self.decay)

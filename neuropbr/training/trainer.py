@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from neuropbr.losses.composite import CompositeLoss
 from neuropbr.metrics import MetricAccumulator, train_step_metrics
 from neuropbr.models.contracts import PBR_MAPS
 from neuropbr.training.checkpoint import Checkpointer, capture_rng_state, load_module_state, restore_rng_state
@@ -113,7 +114,7 @@ class Trainer:
         self,
         generator: nn.Module,
         discriminator: nn.Module | None,
-        loss: nn.Module,
+        loss: CompositeLoss,
         g_optimizer: torch.optim.Optimizer,
         d_optimizer: torch.optim.Optimizer | None,
         g_scheduler: Any,
@@ -150,9 +151,9 @@ class Trainer:
         )
         # The plain modules own the weights (state dicts, EMA, the G-step call of D); the
         # "train" handles may be compiled and/or DDP-wrapped views of the same parameters.
-        self.generator = generator.to(device, memory_format=memory_format)
+        self.generator = generator.to(device).to(memory_format=memory_format)
         self.discriminator = (
-            discriminator.to(device, memory_format=memory_format) if discriminator is not None else None
+            discriminator.to(device).to(memory_format=memory_format) if discriminator is not None else None
         )
         self.ema = ExponentialMovingAverage(self.generator, ema_decay) if ema_decay is not None else None
         self.g_train = self._wrap(self.generator, compile)
@@ -166,7 +167,7 @@ class Trainer:
         self.best_metric: float | None = None
         self._stop_signal: int | None = None
 
-    def _wrap(self, module: nn.Module, compile: bool) -> nn.Module:
+    def _wrap(self, module: nn.Module, compile: bool) -> Callable[..., Any]:
         wrapped = module
         if self.dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -201,8 +202,9 @@ class Trainer:
         logs: dict[str, Tensor] = {}
         with self.precision.autocast():
             fake = self.g_train(views)
+        discriminator = self.discriminator
         if gan_on:
-            assert self.d_train is not None and self.d_optimizer is not None
+            assert discriminator is not None and self.d_train is not None and self.d_optimizer is not None
             real = stack_maps(target)
             for _ in range(self.s.d_steps_per_g_step):
                 if self.s.recompute_fakes:  # the original stack's behaviour (benchmarks only)
@@ -216,18 +218,20 @@ class Trainer:
                         self.d_train(real, views), self.d_train(fake_stack, views)
                     )
                 self._optimize(
-                    d_loss, self.d_optimizer, self.d_scaler, self.discriminator, self.s.d_grad_clip_norm
+                    d_loss, self.d_optimizer, self.d_scaler, discriminator, self.s.d_grad_clip_norm
                 )
             logs["d_loss"] = d_loss.detach()
         # G step: D's weights need no gradient here; calling the plain module also keeps DDP's
         # reducer out of a backward that produces no D gradients.
-        if gan_on:
-            self.discriminator.requires_grad_(False)
+        if discriminator is not None and gan_on:
+            discriminator.requires_grad_(False)
         with self.precision.autocast():
-            fake_logits = self.discriminator(stack_maps(fake), views) if gan_on else None
+            fake_logits = (
+                discriminator(stack_maps(fake), views) if discriminator is not None and gan_on else None
+            )
             g_loss, terms = self.loss(fake, target, fake_logits)
-        if gan_on:
-            self.discriminator.requires_grad_(True)
+        if discriminator is not None and gan_on:
+            discriminator.requires_grad_(True)
         self._optimize(g_loss, self.g_optimizer, self.g_scaler, self.generator, self.s.grad_clip_norm)
         if self.ema is not None:
             self.ema.update(self.generator)
@@ -326,6 +330,7 @@ class Trainer:
         shown: dict[str, Any] | None = None
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(_VALIDATION_SEED)
+            assert self.val_loader is not None, "validation runs on rank 0, which holds the loader"
             for batch in self.val_loader:
                 views = batch["views"].to(self.device, non_blocking=True)
                 target = {k: v.to(self.device, non_blocking=True) for k, v in batch["maps"].items()}
@@ -401,7 +406,8 @@ class Trainer:
                     self.tracker.log_metrics(
                         {f"train/epoch_{k}": v for k, v in summary.items()} | {"epoch": self.epoch}, self.step
                     )
-                metrics, improved = {}, False
+                metrics: dict[str, float] = {}
+                improved = False
                 if self.epoch % self.s.val_every_n_epochs == 0 or self.epoch == self.s.max_epochs:
                     metrics, improved = self._validate(epoch, epochs_done=self.epoch)
                     result.metrics = metrics

@@ -175,13 +175,11 @@ class UNetHeadsDecoder(nn.Module):
         self.up_blocks = nn.ModuleList(blocks)
         finest_reduction = skip_reductions[0] if skip_reductions else bottleneck_reduction
         self.sr = SuperResolution(previous, sr_channels, finest_reduction * sr_scale, norm)
-        self.heads = nn.ModuleDict(
-            {name: nn.Conv2d(sr_channels, c, kernel_size=1) for name, c in PBR_CHANNELS.items()}
-        )
+        heads = {name: nn.Conv2d(sr_channels, c, kernel_size=1) for name, c in PBR_CHANNELS.items()}
         # Start from flat normals (+z): a zero-mean random head points half its normals into the
         # surface, and the first epochs would be spent learning which way is up.
-        with torch.no_grad():
-            self.heads["normal"].bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+        heads["normal"].bias = nn.Parameter(torch.tensor([0.0, 0.0, 1.0]))
+        self.heads = nn.ModuleDict(heads)
 
     def _maybe_checkpoint(self, module: nn.Module, *args: Tensor) -> Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
