@@ -11,7 +11,6 @@ depend on other components (channels, number of views) are passed at build time 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -711,7 +710,12 @@ _SCHEMAS: dict[str, dict[str, type]] = {
 
 
 def register_configs() -> None:
-    """Register every schema in Hydra's ConfigStore. Called by the CLIs before composing."""
+    """Register every schema in Hydra's ConfigStore, and our Optuna sweeper plugin. Called by
+    the CLIs (and tests) before composing."""
+    # Explicit, because Hydra's plugin scan cannot list hydra_plugins/ through an editable install.
+    from hydra_plugins.neuropbr_optuna import register_plugin as register_optuna_sweeper
+
+    register_optuna_sweeper()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="synth_schema", node=SynthConfig)
@@ -723,8 +727,3 @@ def register_configs() -> None:
     for group, schemas in _SCHEMAS.items():
         for name, schema in schemas.items():
             cs.store(group=group, name=name, node=schema)
-
-
-def default_mlflow_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"

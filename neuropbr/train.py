@@ -20,7 +20,6 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.neuropbr_optuna import register_plugin as register_optuna_sweeper
 from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss, instantiate
 from neuropbr.config import choice, config_dir, register_configs
 from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, load_checkpoint
@@ -247,8 +246,6 @@ def _raise_pruned(cfg: DictConfig, metrics: dict[str, float]) -> None:
 
 
 register_configs()
-# Explicit, because Hydra's plugin scan cannot list hydra_plugins/ through an editable install.
-register_optuna_sweeper()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
