@@ -27,7 +27,8 @@ _INFERNO = torch.tensor(
 def colormap(values: Tensor) -> Tensor:
     """(N, 1, H, W) in [0, 1] -> (N, 3, H, W) inferno colours (piecewise-linear)."""
     stops = _INFERNO.to(values.device)
-    pos = values.clamp(0, 1).squeeze(1) * (len(stops) - 1)  # (N, H, W)
+    # NaN (a diverged prediction) shows as the maximum error instead of breaking the lookup.
+    pos = values.nan_to_num(nan=1.0).clamp(0, 1).squeeze(1) * (len(stops) - 1)  # (N, H, W)
     low = pos.floor().long().clamp(max=len(stops) - 2)
     frac = (pos - low).unsqueeze(-1)
     rgb = stops[low] * (1 - frac) + stops[low + 1] * frac  # (N, H, W, 3)
