@@ -81,3 +81,22 @@ def test_default_uri_is_sqlite_in_working_dir(tmp_path: Path, monkeypatch: pytes
     assert MlflowTracker().uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere.db")
     assert MlflowTracker().uri == "sqlite:////elsewhere.db"
+
+
+def test_tensorboard_sink_writes_scalars_and_images(tmp_path: Path) -> None:
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tracker = MlflowTracker(
+        uri=f"sqlite:///{tmp_path / 'mlflow.db'}", tensorboard=True, tensorboard_dir=str(tmp_path / "tb")
+    )
+    tracker.start(params={}, tags={})
+    tracker.log_metrics({"train/g_loss": 0.25}, step=7)
+    Image.new("RGB", (8, 4), (255, 0, 0)).save(tmp_path / "grid.png")
+    tracker.log_artifact(tmp_path / "grid.png", "images")
+    tracker.close()
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    (scalar,) = events.Scalars("train/g_loss")
+    assert (scalar.step, scalar.value) == (7, 0.25)
+    assert events.Tags()["images"] == ["images/grid"]
