@@ -91,17 +91,9 @@ class SweepRuns:
     def experiment_id(self) -> str:
         """The experiment's id, looked up (or created) on first use."""
         if self._experiment_id is None:
-            experiment = self.client.get_experiment_by_name(self.target.experiment_name)
-            if experiment is None:
-                try:
-                    self._experiment_id = self.client.create_experiment(self.target.experiment_name)
-                except Exception:  # another worker created it between our two calls
-                    experiment = self.client.get_experiment_by_name(self.target.experiment_name)
-                    if experiment is None:
-                        raise
-            if experiment is not None:
-                self._experiment_id = experiment.experiment_id
-        assert self._experiment_id is not None
+            from neuropbr.training.tracking import experiment_id
+
+            self._experiment_id = experiment_id(self.client, self.target.experiment_name, self.target.uri)
         return self._experiment_id
 
     def create_parent(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:

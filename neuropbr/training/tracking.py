@@ -82,6 +82,32 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _artifact_location(uri: str) -> str | None:
+    """For a SQLite store, artifacts go beside the database (``mlartifacts/``) rather than into
+    ``./mlruns`` of whatever directory the run started in; servers choose their own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri[len("sqlite:///") :])
+    return (database.parent / "mlartifacts").resolve().as_uri()
+
+
+def experiment_id(client: Any, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created (artifacts beside a SQLite store) if missing.
+
+    Safe when several processes (sweep workers) race to create it.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location(uri))
+    except Exception:  # another process created it between our two calls
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
 class MlflowTracker:
     """Logs params, metrics, tags and artifacts of one run to an MLflow tracking store.
 
@@ -126,16 +152,7 @@ class MlflowTracker:
             self._tb_writer = SummaryWriter(log_dir=tensorboard_dir or "tensorboard")
 
     def _experiment_id(self) -> str:
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
-        if experiment is not None:
-            return experiment.experiment_id
-        try:
-            return self.client.create_experiment(self.experiment_name)
-        except Exception:  # another worker of a sweep created it between our two calls
-            experiment = self.client.get_experiment_by_name(self.experiment_name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
+        return experiment_id(self.client, self.experiment_name, self.uri)
 
     def start(
         self,

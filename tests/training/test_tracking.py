@@ -100,3 +100,23 @@ def test_tensorboard_sink_writes_scalars_and_images(tmp_path: Path) -> None:
     (scalar,) = events.Scalars("train/g_loss")
     assert (scalar.step, scalar.value) == (7, 0.25)
     assert events.Tags()["images"] == ["images/grid"]
+
+
+def test_sqlite_store_keeps_artifacts_beside_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    tracker = MlflowTracker(uri=uri, experiment_name="artifacts")
+    tracker.start(params={}, tags={})
+    (tmp_path / "a.txt").write_text("x")
+    tracker.log_artifact(tmp_path / "a.txt")
+    tracker.close()
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("artifacts")
+    assert experiment.artifact_location == (tmp_path / "store" / "mlartifacts").as_uri()
+    assert list((tmp_path / "store" / "mlartifacts").rglob("a.txt")) and not list(elsewhere.iterdir())
