@@ -69,6 +69,8 @@ PER_SAMPLE_KEYS: tuple[str, ...] = (
     "overall_ssim",
     "render_psnr",
 )
+#: Every key validation reports (the trainer prefixes ``val/``): what ``optimized_metric`` may name.
+VALIDATION_KEYS: tuple[str, ...] = ("loss", *PER_SAMPLE_KEYS, "normal_angle_median")
 
 
 # --- elementary metrics, one value per sample ----------------------------------------------------

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss, instantiate
 from neuropbr.config import choice, config_dir, register_configs
+from neuropbr.metrics import VALIDATION_KEYS
 from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, load_checkpoint
 from neuropbr.training.distributed import DistInfo, cleanup, init_distributed
 from neuropbr.training.precision import resolve_device, resolve_precision
@@ -34,10 +35,10 @@ log = logging.getLogger(__name__)
 
 def check_config(cfg: DictConfig) -> None:
     """Checks that involve several groups (single-key checks live in the components)."""
-    if not str(cfg.optimized_metric).startswith(("val/", "train/")):
-        raise ValueError(
-            f"optimized_metric={cfg.optimized_metric!r}: expected a 'val/...' key such as 'val/loss'"
-        )
+    valid = [f"val/{key}" for key in VALIDATION_KEYS]
+    if cfg.optimized_metric not in valid:
+        # Checked now, not after the first epoch (hours at 2048 px).
+        raise ValueError(f"optimized_metric={cfg.optimized_metric!r}: expected one of {valid}")
     if cfg.discriminator.get("_target_") is None and cfg.loss.weights.get("gan", 0.0) > 0:
         log.info(
             "discriminator=none: loss.weights.gan=%s is ignored (no adversarial training)",
@@ -191,7 +192,10 @@ def train(cfg: DictConfig) -> float:
             parent_run_id=cfg.sweep.mlflow_parent_run_id,
         )
         result = trainer.fit()
-        status = "KILLED" if result.stop_signal is not None or result.stopped_by_hook else "FINISHED"
+        stopped = result.stop_signal is not None or result.stopped_by_hook
+        # A missing or diverged objective fails the run (and its MLflow status) too.
+        objective = None if stopped else _objective(cfg, result.best_metric, result.metrics)
+        status = "KILLED" if stopped else "FINISHED"
         if dist_info.is_main:
             _log_run_artifacts(cfg, trainer, tracker)
     finally:
@@ -200,9 +204,9 @@ def train(cfg: DictConfig) -> float:
     if result.stop_signal is not None:
         log.warning("interrupted; resume with trainer.resume=%s", trainer.checkpointer.latest_path)
         sys.exit(128 + result.stop_signal)
-    if result.stopped_by_hook:
+    if objective is None:
         _raise_pruned(cfg, result.metrics)
-    return _objective(cfg, result.best_metric, result.metrics)
+    return objective
 
 
 def _log_run_artifacts(cfg: DictConfig, trainer: Trainer, tracker: Any) -> None:

@@ -44,7 +44,7 @@ from neuropbr.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: JPEG views are EXIF-rotated on decode
 MANIFEST_FILE = "manifest.json"
 DEFAULT_CACHE_FOLDER = ".neuropbr_cache"
 #: Seconds between manifest saves during a build (progress survives a kill).

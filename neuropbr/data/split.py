@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 
 from neuropbr.utils.seeding import derive_seed
@@ -11,27 +10,39 @@ from neuropbr.utils.seeding import derive_seed
 log = logging.getLogger(__name__)
 
 
+def material_draw(material: str, seed: int) -> float:
+    """A material's uniform draw in [0, 1), fixed by (seed, material name) alone."""
+    return derive_seed(seed, "material-split", material) / 2.0**63
+
+
 def split_by_material(materials: Sequence[str], val_ratio: float, seed: int) -> tuple[list[int], list[int]]:
     """Split sample indices so that no material appears in both train and val.
 
+    Each material goes to validation when its own seeded draw (:func:`material_draw`) is below
+    ``val_ratio``. A material's side therefore depends only on the seed and its name: adding,
+    removing or skipping other materials never moves it across the split (a shuffled list would
+    move many, leaking training materials into validation when a dataset grows). The validation
+    share is ``val_ratio`` in expectation; with a positive ratio and at least two materials,
+    validation gets at least one material and train keeps at least one.
+
     Args:
         materials: the material name of each sample (several samples may share one).
-        val_ratio: share of MATERIALS that go to validation, in [0, 1).
+        val_ratio: expected share of MATERIALS that go to validation, in [0, 1).
         seed: the run's seed; the same seed and materials always give the same split.
 
     Returns:
-        ``(train_indices, val_indices)``, each sorted. With a positive ratio and at least two
-        materials, validation gets at least one material and train keeps at least one.
+        ``(train_indices, val_indices)``, each sorted.
     """
     if not 0.0 <= val_ratio < 1.0:
         raise ValueError(f"data.val_ratio={val_ratio}: expected a value in [0, 1)")
-    unique = sorted(set(materials))
-    rng = random.Random(derive_seed(seed, "material-split"))
-    rng.shuffle(unique)
-    n_val = round(len(unique) * val_ratio)
-    if val_ratio > 0 and len(unique) >= 2:
-        n_val = min(max(n_val, 1), len(unique) - 1)
-    val_materials = set(unique[:n_val])
+    draws = {m: material_draw(m, seed) for m in set(materials)}
+    val_materials = {m for m, u in draws.items() if u < val_ratio}
+    if val_ratio > 0 and len(draws) >= 2:
+        ranked = sorted(draws, key=lambda m: (draws[m], m))
+        if not val_materials:  # too few materials for the ratio: the lowest draw validates
+            val_materials = {ranked[0]}
+        elif len(val_materials) == len(draws):  # keep something to train on
+            val_materials.discard(ranked[-1])
     train_idx = [i for i, m in enumerate(materials) if m not in val_materials]
     val_idx = [i for i, m in enumerate(materials) if m in val_materials]
     log.info(
@@ -40,8 +51,8 @@ def split_by_material(materials: Sequence[str], val_ratio: float, seed: int) -> 
         seed,
         val_ratio,
         len(train_idx),
-        len(unique) - n_val,
+        len(draws) - len(val_materials),
         len(val_idx),
-        n_val,
+        len(val_materials),
     )
     return train_idx, val_idx

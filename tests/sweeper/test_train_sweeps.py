@@ -237,14 +237,18 @@ def test_failing_trials_are_recorded_until_max_failure_rate_stops_the_sweep(tmp_
     from mlflow.tracking import MlflowClient
 
     storage, mlflow_uri = sqlite_url(tmp_path / "optuna.db"), sqlite_url(tmp_path / "mlflow.db")
-    # val/missing is no validation metric: every trial raises at its first validation.
+    # An absurd learning rate makes every trial diverge: train() raises after training, so each
+    # trial also has an MLflow run, marked FAILED.
     result = _sweep(
         tmp_path,
         "hparams_search=learning_rates",
         "hydra.sweeper.n_trials=3",
         *SMALL,
         "trainer.max_epochs=1",
-        "optimized_metric=val/missing",
+        "optimizer.g_lr=1e30",
+        "trainer.grad_clip_norm=null",
+        "discriminator=none",
+        "loss=l1_only",
         "hydra.sweeper.max_failure_rate=0.5",
         "tracking=mlflow",
         f"tracking.uri={mlflow_uri}",
@@ -256,7 +260,7 @@ def test_failing_trials_are_recorded_until_max_failure_rate_stops_the_sweep(tmp_
     assert "2 trial(s) of this worker failed ([0, 1])" in result.stderr
     trials = load_trials(storage, "learning_rates")
     assert states(trials) == ["FAIL", "FAIL"]  # the first failure did not stop it; the second did
-    assert all("optimized_metric='val/missing'" in t.user_attrs["fail_reason"] for t in trials)
+    assert all("training diverged" in t.user_attrs["fail_reason"] for t in trials)
     client = MlflowClient(tracking_uri=mlflow_uri)
     for trial in trials:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])
