@@ -336,8 +336,31 @@ def predict_resized(
     side = model.resolution
     x = resize_images(views.to(model.device), (side, side))[None]  # (1, V, 3, R, R)
     maps = model.generator(x)  # {name: (1, C, R * sr, R * sr)}
-    maps = resize_maps({k: v.float() for k, v in maps.items()}, size)
+    maps = {k: v.float() for k, v in maps.items()}
+    if height != width:
+        maps["normal"] = unsquash_normals(maps["normal"], height, width)
+    maps = resize_maps(maps, size)
     return {name: value[0].cpu() for name, value in maps.items()}
+
+
+def unsquash_normals(normal: Tensor, height: int, width: int) -> Tensor:
+    """Undo the slope distortion of squashing an H x W photo into a square.
+
+    Squashing scales x by R / W and y by R / H: the model sees x-slopes steepened by W / H
+    relative to y-slopes. Stretching the map back scales the slopes ``-dh/dx`` and ``-dh/dy``
+    (the normal's x and y over z) by the inverse factors; a common factor (the geometric mean,
+    so a uniform resize changes nothing, as for any normal map) cancels in the renormalisation.
+
+    Args:
+        normal: (B, 3, h, w) unit normals predicted on the square input.
+        height, width: the photo's size.
+
+    Returns:
+        (B, 3, h, w) unit normals of the surface in the photo's proportions.
+    """
+    aspect = (height / width) ** 0.5
+    scale = torch.tensor([aspect, 1.0 / aspect, 1.0], dtype=normal.dtype, device=normal.device)
+    return unit_vectors(normal * scale.view(1, 3, 1, 1), dim=1)
 
 
 def tile_starts(length: int, tile: int, overlap: float, align: int = 1) -> list[int]:

@@ -38,6 +38,7 @@ from neuropbr.inference import (
     tile_borders,
     tile_starts,
     tiled_forward,
+    unsquash_normals,
 )
 from neuropbr.models.contracts import PBR_MAPS
 from neuropbr.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -466,3 +467,17 @@ def test_tiles_cover_the_image_on_the_pooling_grid() -> None:
     # Raised-cosine windows at 50% overlap sum to 1: blending alone changes nothing.
     ramp = window.diagonal().sqrt()  # the 1D window (the 2D one is its outer product)
     torch.testing.assert_close(ramp[32:] + ramp[:32], torch.ones(32), atol=1e-6, rtol=0)
+
+
+def test_unsquashing_restores_the_slopes_of_a_non_square_photo() -> None:
+    # A plane tilted along x and y, photographed 80 px wide and 48 px high. Squashed into a
+    # square, x shrinks relative to y by sqrt(48/80) (about the geometric-mean scale, which a
+    # uniform resize leaves alone): the x-slope looks steeper and the y-slope shallower.
+    slope_x, slope_y, height, width = 0.3, -0.2, 48, 80
+    rel_x, rel_y = (height / width) ** 0.5, (width / height) ** 0.5
+    seen = torch.tensor([-slope_x / rel_x, -slope_y / rel_y, 1.0]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    truth = torch.nn.functional.normalize(torch.tensor([-slope_x, -slope_y, 1.0]), dim=0)
+    restored = unsquash_normals(torch.nn.functional.normalize(seen, dim=1), height, width)
+    torch.testing.assert_close(restored[0, :, 0, 0], truth)
+    square = torch.nn.functional.normalize(seen, dim=1)
+    torch.testing.assert_close(unsquash_normals(square, 64, 64), square)
