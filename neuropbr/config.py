@@ -201,7 +201,8 @@ class TimmEncoderConfig:
     #: ``encoder_stride=1``: a stride-2 stem then keeps full resolution), so every feature level
     #: has twice the resolution.
     stem_stride: int = 2
-    #: No gradients for the backbone's parameters.
+    #: The guide's "freeze early layers": stem and stages up to the second-deepest feature level
+    #: get no gradients; the deepest stage fine-tunes (use with pretrained weights).
     freeze_backbone: bool = False
     #: Batch-norm layers stay in eval mode (running statistics frozen) and are not trained.
     freeze_bn: bool = False

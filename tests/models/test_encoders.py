@@ -150,13 +150,20 @@ def test_freeze_bn_keeps_running_stats_and_affine_params() -> None:
     assert all(not bn.training for bn in batch_norms)
 
 
-def test_freeze_backbone_stops_all_backbone_gradients() -> None:
-    encoder = ENCODERS["resnet"](freeze_backbone=True).train()
-    assert all(not p.requires_grad for p in encoder.parameters())
-    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+@pytest.mark.parametrize(
+    ("option", "deepest"), [("resnet", "layer4"), ("convnext", "stages_3"), ("efficientnet", "blocks.")]
+)
+def test_freeze_backbone_trains_only_the_deepest_stage(option: str, deepest: str) -> None:
+    # The guide: "Freeze early ResNet layers (fine-tune only later layers)".
+    encoder = ENCODERS[option](freeze_backbone=True).train()
+    trainable = [n for n, p in encoder.backbone.named_parameters() if p.requires_grad]
+    frozen = [n for n, p in encoder.backbone.named_parameters() if not p.requires_grad]
+    assert trainable and frozen and all(n.startswith(deepest) for n in trainable)
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
     projection_loss(encoder(x)).backward()
-    assert x.grad is not None  # gradients still reach the input
-    assert all(p.grad is None for p in encoder.parameters())
+    assert x.grad is not None  # gradients still flow through the frozen stages to the input
+    assert all(p.grad is None for n, p in encoder.backbone.named_parameters() if n in frozen)
+    assert all(p.grad is not None for n, p in encoder.backbone.named_parameters() if n in trainable)
 
 
 def test_timm_option_errors() -> None:

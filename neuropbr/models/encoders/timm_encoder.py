@@ -120,7 +120,8 @@ class TimmEncoder(nn.Module):
         stem_stride: 2 keeps the backbone's stem; 1 halves the stride of its first conv (the
             guide's ``encoder_stride=1``), so every level has twice the resolution (for a stride-2
             stem the stem then runs at full resolution).
-        freeze_backbone: no gradients for the backbone's parameters.
+        freeze_backbone: freeze the stem and the stages up to the second-deepest feature level
+            (the guide's "freeze early layers, fine-tune later ones").
         freeze_bn: batch-norm layers stay in eval mode (running statistics frozen) and their
             affine parameters get no gradient, even when the encoder is in train mode.
         grad_checkpointing: recompute activations in the backward pass (timm's per-stage
@@ -181,7 +182,7 @@ class TimmEncoder(nn.Module):
             m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
         ]
         if freeze_backbone:
-            self.backbone.requires_grad_(False)
+            self._freeze_early_layers(pretrained)
         if freeze_bn:
             if not self._batch_norms:
                 log.info("encoder.freeze_bn: %s has no batch-norm layers; nothing to freeze", name)
@@ -194,6 +195,33 @@ class TimmEncoder(nn.Module):
         self._timm_checkpointing = hasattr(self.backbone, "set_grad_checkpointing")
         if grad_checkpointing and self._timm_checkpointing:
             getattr(self.backbone, "set_grad_checkpointing")(True)  # noqa: B009 -- not on every nn.Module
+
+    def _freeze_early_layers(self, pretrained: Any) -> None:
+        """The guide's ``freeze_backbone``: freeze the stem and every stage up to the second-deepest
+        feature level; the deepest stage (and anything after it) keeps training.
+
+        Parameters are visited in registration order, which is forward order for timm backbones.
+        """
+        if pretrained is False or pretrained in ("false", None):
+            log.warning(
+                "encoder.freeze_backbone=true with encoder.pretrained=false: freezing random features"
+            )
+        names = getattr(self.backbone, "feature_info").module_name()  # noqa: B009 -- timm attribute
+        params = list(self.backbone.named_parameters())
+        if len(names) < 2:
+            frozen = len(params)
+        else:
+            previous = (names[-2], names[-2].replace(".", "_"))
+            owned = [
+                i for i, (n, _) in enumerate(params) if any(n == p or n.startswith(p + ".") for p in previous)
+            ]
+            frozen = owned[-1] + 1 if owned else 0
+        for _, param in params[:frozen]:
+            param.requires_grad_(False)
+        log.info(
+            "encoder.freeze_backbone: %d of %d backbone tensors frozen (up to %s); the deepest stage trains",
+            frozen, len(params), names[-2] if len(names) >= 2 else "all",
+        )  # fmt: skip
 
     @torch.no_grad()
     def _probe(self) -> tuple[list[int], list[int]]:
