@@ -42,12 +42,15 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """``postgresql+psycopg2://postgres@127.0.0.1:<port>/optuna`` on a server of its own."""
-    pytest.importorskip("psycopg2", reason="pip install 'neuropbr[postgres]' (psycopg2-binary)")
     bin_dir = _pg_bin_dir()
+    missing = "no PostgreSQL server binaries (initdb, pg_ctl) on PATH, in /usr/local/bin or /usr/lib/postgresql/*/bin"
+    if os.environ.get("CI"):
+        # CI promises these tests run: a machine without the server or driver is a CI failure.
+        assert bin_dir is not None, missing
+        import psycopg2
+    pytest.importorskip("psycopg2", reason="pip install 'neuropbr[postgres]' (psycopg2-binary)")
     if bin_dir is None:
-        pytest.skip(
-            "no PostgreSQL server binaries (initdb, pg_ctl) on PATH, in /usr/local/bin or /usr/lib/postgresql/*/bin"
-        )
+        pytest.skip(missing)
     as_user: list[str] = []
     if os.geteuid() == 0:
         as_user = ["runuser", "-u", "postgres", "--"]  # the server refuses to run as root
