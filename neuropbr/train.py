@@ -178,7 +178,11 @@ def train(cfg: DictConfig) -> float:
     datamodule.setup()
     tracker = instantiate(cfg.tracking) if dist_info.is_main else NullTracker()
     trainer = build_trainer(cfg, datamodule, device, dist_info, tracker)
-    resume = find_resume_checkpoint(cfg.trainer.resume, cfg.paths.checkpoint_dir, Path.cwd() / "outputs")
+    # Sweep trials only ever resume their own run directory.
+    adoptable = None if cfg.sweep.trial_number is not None else trainer.config
+    resume = find_resume_checkpoint(
+        cfg.trainer.resume, cfg.paths.checkpoint_dir, Path.cwd() / "outputs", adoptable
+    )
     state = None
     if resume is not None:
         state = load_checkpoint(resume)

@@ -9,8 +9,10 @@ Each is written to a temporary file and renamed, so a crash or SIGKILL never lea
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import random
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,18 @@ def load_module_state(
 # --- policy -------------------------------------------------------------------------------------
 
 
+def _duplicate(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source``, atomically: a hard link when the filesystem
+    allows (no bytes copied; ``latest.pth`` is later replaced by rename, so the link keeps this
+    version), else a byte copy. Either goes through a temporary name and a rename."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
 class Checkpointer:
     """Decides which files to write when; only the main process writes.
 
@@ -200,25 +214,50 @@ class Checkpointer:
             return []
         written = [self.latest_path]
         save_checkpoint(self.latest_path, state)
+        # The same state again under other names: link (or copy) the file just written rather
+        # than serialising gigabytes of weights and optimizer state two more times.
         if improved:
-            save_checkpoint(self.best_path, state)
+            _duplicate(self.latest_path, self.best_path)
             written.append(self.best_path)
         periodic = not self.save_best_only and self.save_every_n_epochs > 0
         if periodic and epochs_done is not None and epochs_done % self.save_every_n_epochs == 0:
             path = self.epoch_path(epochs_done)
-            save_checkpoint(path, state)
+            _duplicate(self.latest_path, path)
             written.append(path)
         log.info("saved %s", ", ".join(p.name for p in written))
         return written
 
 
+#: Config sections that make a run what it is: ``trainer.resume=auto`` only continues a run whose
+#: checkpoint agrees on all of them (schedules, epochs, paths and tracking may change on resume).
+RUN_IDENTITY_KEYS = ("seed", "data", "encoder", "fusion", "decoder", "discriminator", "loss")
+
+
+def _same_run(path: Path, config: dict[str, Any]) -> bool:
+    try:
+        # mmap: read the config without loading gigabytes of weights.
+        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config") or {}
+    except Exception as err:  # unreadable candidates are skipped, not fatal
+        log.info("trainer.resume=auto: skipping %s (%s)", path, err)
+        return False
+    differs = [key for key in RUN_IDENTITY_KEYS if stored.get(key) != config.get(key)]
+    if differs:
+        log.info("trainer.resume=auto: skipping %s (its %s differ)", path, ", ".join(differs))
+    return not differs
+
+
 def find_resume_checkpoint(
-    resume: str | None, checkpoint_dir: str | Path, runs_root: str | Path
+    resume: str | None,
+    checkpoint_dir: str | Path,
+    runs_root: str | Path,
+    config: dict[str, Any] | None = None,
 ) -> Path | None:
     """Resolve ``trainer.resume``: a path, ``auto``, or null.
 
-    ``auto`` takes ``latest.pth`` of this run directory if it exists, else the most recently
-    written ``latest.pth`` under ``runs_root`` (``outputs/`` by default), else starts fresh.
+    ``auto`` takes ``latest.pth`` of this run directory if it exists; else, when ``config`` is
+    given (single runs; sweep trials pass None and never adopt another run), the most recently
+    written ``latest.pth`` under ``runs_root`` (``outputs/``) whose stored config agrees with
+    ``config`` on :data:`RUN_IDENTITY_KEYS`; else the run starts fresh.
     """
     if resume is None or resume == "":
         return None
@@ -230,9 +269,15 @@ def find_resume_checkpoint(
     own = Path(checkpoint_dir) / "latest.pth"
     if own.is_file():
         return own
-    candidates = sorted(Path(runs_root).glob("**/checkpoints/latest.pth"), key=lambda p: p.stat().st_mtime)
-    if candidates:
-        log.info("trainer.resume=auto: resuming the most recent run, %s", candidates[-1])
-        return candidates[-1]
-    log.info("trainer.resume=auto: no latest.pth under %s; starting a new run", runs_root)
+    if config is not None:
+        candidates = sorted(
+            Path(runs_root).glob("**/checkpoints/latest.pth"), key=lambda p: p.stat().st_mtime
+        )
+        for candidate in reversed(candidates):
+            if _same_run(candidate, config):
+                log.info("trainer.resume=auto: resuming the most recent matching run, %s", candidate)
+                return candidate
+    log.info(
+        "trainer.resume=auto: no matching latest.pth (this run's or under %s); starting a new run", runs_root
+    )
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -123,10 +124,21 @@ def test_resume_resolution(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"trainer\.resume=.*no such checkpoint"):
         find_resume_checkpoint(str(tmp_path / "missing.pth"), tmp_path, tmp_path)
     runs = tmp_path / "outputs"
-    assert find_resume_checkpoint("auto", tmp_path / "new" / "checkpoints", runs) is None
-    for name in ("a", "b"):
-        save_checkpoint(runs / name / "checkpoints" / "latest.pth", _state(nn.Linear(1, 1)))
-    newest = runs / "b" / "checkpoints" / "latest.pth"
-    assert find_resume_checkpoint("auto", tmp_path / "new" / "checkpoints", runs) == newest
-    own = runs / "a" / "checkpoints"
-    assert find_resume_checkpoint("auto", own, runs) == own / "latest.pth"
+    config = {"seed": 1, "encoder": {"name": "resnet18"}, "trainer": {"max_epochs": 5}}
+    assert find_resume_checkpoint("auto", tmp_path / "new" / "checkpoints", runs, config) is None
+    for age, (name, encoder) in enumerate(
+        [("old", "resnet18"), ("newer", "resnet18"), ("other", "resnet50")]
+    ):
+        path = runs / name / "checkpoints" / "latest.pth"
+        stored = {**config, "encoder": {"name": encoder}, "trainer": {"max_epochs": 1}}
+        save_checkpoint(path, {**_state(nn.Linear(1, 1)), "config": stored})
+        os.utime(path, (1_000_000 + age * 100, 1_000_000 + age * 100))  # explicit order, no mtime race
+    # The newest run trained another encoder: auto skips it and takes the newest matching one
+    # (a different trainer.max_epochs is a legitimate change on resume).
+    assert find_resume_checkpoint("auto", tmp_path / "new" / "checkpoints", runs, config) == (
+        runs / "newer" / "checkpoints" / "latest.pth"
+    )
+    own = runs / "old" / "checkpoints"
+    assert find_resume_checkpoint("auto", own, runs, config) == own / "latest.pth"
+    # A sweep trial (config None) never adopts another run.
+    assert find_resume_checkpoint("auto", tmp_path / "trial" / "checkpoints", runs, None) is None
