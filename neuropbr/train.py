@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import hydra
 import torch
@@ -169,13 +169,23 @@ def build_trainer(
 
 
 def train(cfg: DictConfig) -> float:
-    """Build everything from ``cfg`` and train; returns the best ``optimized_metric``."""
+    """Build everything from ``cfg`` and train; returns the best ``optimized_metric``.
+
+    Returns NaN (and trains without validation) when the validation set is empty; a sweep trial
+    without one fails at start-up instead.
+    """
     check_config(cfg)
     dist_info = init_distributed(cfg.trainer.distributed, choice(cfg.trainer.device))
     device = resolve_device(choice(cfg.trainer.device), dist_info.local_rank)
     seed_everything(cfg.seed)
     datamodule = build_datamodule(cfg)
     datamodule.setup()
+    validates = len(datamodule.val_set) > 0
+    if not validates and cfg.sweep.trial_number is not None:
+        raise ValueError(
+            f"this sweep trial has no validation set (data.val_ratio={cfg.data.val_ratio}), so no "
+            f"optimized_metric={cfg.optimized_metric!r} to report: raise data.val_ratio or add materials"
+        )
     tracker = instantiate(cfg.tracking) if dist_info.is_main else NullTracker()
     trainer = build_trainer(cfg, datamodule, device, dist_info, tracker)
     # Sweep trials only ever resume their own run directory.
@@ -198,7 +208,12 @@ def train(cfg: DictConfig) -> float:
         result = trainer.fit()
         stopped = result.stop_signal is not None or result.stopped_by_hook
         # A missing or diverged objective fails the run (and its MLflow status) too.
-        objective = None if stopped else _objective(cfg, result.best_metric, result.metrics)
+        if stopped:
+            objective = None
+        elif validates:
+            objective = _objective(cfg, result.best_metric, result.metrics)
+        else:  # validation switched off on purpose: nothing to optimise, nothing failed
+            objective = math.nan
         status = "KILLED" if stopped else "FINISHED"
         if dist_info.is_main:
             _log_run_artifacts(cfg, trainer, tracker)
@@ -245,7 +260,7 @@ def _pruning_hook(cfg: DictConfig) -> Any:
     )
 
 
-def _raise_pruned(cfg: DictConfig, metrics: dict[str, float]) -> None:
+def _raise_pruned(cfg: DictConfig, metrics: dict[str, float]) -> NoReturn:
     import optuna
 
     raise optuna.TrialPruned(

@@ -75,6 +75,15 @@ def broadcast_object(value: Any, info: DistInfo) -> Any:
     return holder[0]
 
 
+def gather_objects(value: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` without DDP)."""
+    if not info.enabled:
+        return [value]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

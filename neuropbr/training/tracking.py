@@ -42,6 +42,8 @@ class Tracker(Protocol):
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
 
+    def log_image(self, path: str | Path, key: str, step: int) -> None: ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def close(self, status: str = "FINISHED") -> None: ...
@@ -60,6 +62,9 @@ class NullTracker:
         return None
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        return None
+
+    def log_image(self, path: str | Path, key: str, step: int) -> None:
         return None
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -213,16 +218,18 @@ class MlflowTracker:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self._require_run(), str(path), artifact_path)
-        if self._tb_writer is not None and str(path).endswith(".png"):
-            self._log_tensorboard_image(Path(path), artifact_path)
 
-    def _log_tensorboard_image(self, path: Path, artifact_path: str | None) -> None:
-        import numpy as np
-        from PIL import Image
+    def log_image(self, path: str | Path, key: str, step: int) -> None:
+        """An image file as an artifact under ``images/``, and in TensorBoard under ``key`` (e.g.
+        ``val/comparison``) at ``step``, so its slider walks through the epochs."""
+        self.log_artifact(path, "images")
+        if self._tb_writer is not None:
+            import numpy as np
+            from PIL import Image
 
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
-        self._tb_writer.add_image(f"{artifact_path or 'images'}/{path.stem}", array, dataformats="HWC")
+            with Image.open(path) as img:
+                array = np.asarray(img.convert("RGB"))
+            self._tb_writer.add_image(key, array, global_step=step, dataformats="HWC")
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():

@@ -29,7 +29,7 @@ from neuropbr.losses.composite import CompositeLoss
 from neuropbr.metrics import MetricAccumulator, train_step_metrics
 from neuropbr.models.contracts import PBR_MAPS
 from neuropbr.training.checkpoint import Checkpointer, capture_rng_state, load_module_state, restore_rng_state
-from neuropbr.training.distributed import DistInfo, barrier, broadcast_object
+from neuropbr.training.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from neuropbr.training.ema import ExponentialMovingAverage
 from neuropbr.training.precision import Precision
 from neuropbr.training.tracking import NullTracker, Tracker
@@ -162,7 +162,13 @@ class Trainer:
         self.g_scheduler, self.d_scheduler = g_scheduler, d_scheduler
         self.g_scaler, self.d_scaler = precision.grad_scaler(), precision.grad_scaler()
         self.train_loader = datamodule.train_dataloader(self.dist.rank, self.dist.world_size)
-        self.val_loader = datamodule.val_dataloader() if self.dist.is_main else None
+        has_val = datamodule.val_set is not None and len(datamodule.val_set) > 0
+        if not has_val:
+            log.warning(
+                "no validation set (data.val_ratio=0 or too few materials): no validation, no "
+                "best_model.pth, and no optimized_metric for a sweeper"
+            )
+        self.val_loader = datamodule.val_dataloader() if self.dist.is_main and has_val else None
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_metric: float | None = None
         self._stop_signal: int | None = None
@@ -191,11 +197,25 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(module.parameters(), clip, foreach=True)
         scaler.step(optimizer)
         scaler.update()
+        # Free the gradients now, not at the next backward: the generator's (0.45 GiB for
+        # fast_iteration) would otherwise stay allocated through the next G forward and D step,
+        # where the step's memory peaks.
+        optimizer.zero_grad(set_to_none=True)
 
-    def train_step(self, batch: dict[str, Any], gan_on: bool) -> dict[str, Tensor]:
+    def train_step(self, batch: dict[str, Any], gan_on: bool, with_metrics: bool = True) -> dict[str, Tensor]:
         """One D step (x ``d_steps_per_g_step``, when the GAN is on) and one G step.
 
-        Returns detached scalars for logging; nothing here waits for the device.
+        ``d_steps_per_g_step > 1`` trains D several times on this batch's real maps and fakes
+        (a stronger discriminator per generator step), not on fresh batches.
+
+        Args:
+            batch: a collated batch of the data module.
+            gan_on: run the discriminator step and the generator's adversarial term.
+            with_metrics: also compute the per-step training metrics (MAE/RMSE per map, normal
+                angle); the loop asks for them on logging steps only.
+
+        Returns:
+            Detached scalars for logging; nothing here waits for the device.
         """
         views = batch["views"].to(self.device, non_blocking=True)  # (B, V, 3, H, W)
         target = {k: v.to(self.device, non_blocking=True) for k, v in batch["maps"].items()}
@@ -234,30 +254,46 @@ class Trainer:
             discriminator.requires_grad_(True)
         self._optimize(g_loss, self.g_optimizer, self.g_scaler, self.generator, self.s.grad_clip_norm)
         if self.ema is not None:
-            self.ema.update(self.generator)
+            self.ema.update(self.generator, self.step)
         logs["g_loss"] = g_loss.detach()
         for name, value in terms.items():
             logs[_TERM_LOG_NAMES.get(name, name if name.startswith("l1_") else f"loss_{name}")] = (
                 value.detach()
             )
-        with torch.no_grad():
-            logs.update(train_step_metrics({k: v.detach() for k, v in fake.items()}, target))
+        if with_metrics:
+            with torch.no_grad():
+                logs.update(train_step_metrics({k: v.detach() for k, v in fake.items()}, target))
         return logs
 
     # --- epochs --------------------------------------------------------------------------------
 
-    def _should_stop(self) -> bool:
-        stop = self._stop_signal is not None or (
-            self.s.max_steps is not None and self.step >= self.s.max_steps
-        )
-        if self.dist.enabled:  # every rank must leave the loop at the same step
-            flag = torch.tensor([int(stop)], device=self.device if dist.get_backend() == "nccl" else "cpu")
+    def _budget_spent(self) -> bool:
+        """``trainer.max_steps`` reached (the same answer on every rank)."""
+        return self.s.max_steps is not None and self.step >= self.s.max_steps
+
+    def _agree_on_signal(self) -> None:
+        """Every rank adopts a signal any rank received, so all of them take the same branch."""
+        if self.dist.enabled:
+            device = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+            flag = torch.tensor([self._stop_signal or 0], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
-        return stop
+            self._stop_signal = int(flag.item()) or None
+
+    def _should_stop(self) -> bool:
+        if self.dist.enabled:
+            # Ranks agree on signals at logging steps only: a collective every step would make
+            # each step wait for the device. The step budget needs no agreement.
+            if self.step % self.s.log_every_n_steps == 0:
+                self._agree_on_signal()
+            return self._budget_spent() or (
+                self._stop_signal is not None and self.step % self.s.log_every_n_steps == 0
+            )
+        return self._budget_spent() or self._stop_signal is not None
 
     def _log_window(self, window: dict[str, list[Tensor]], samples: int, seconds: float) -> dict[str, float]:
-        values = {f"train/{k}": torch.stack(v).float().mean().item() for k, v in window.items()}
+        keys = list(window)
+        means = torch.stack([torch.stack(window[k]).float().mean() for k in keys]).tolist()  # one sync
+        values = {f"train/{k}": v for k, v in zip(keys, means)}
         values["train/g_lr"] = self.g_optimizer.param_groups[0]["lr"]
         if self.d_optimizer is not None:
             values["train/d_lr"] = self.d_optimizer.param_groups[0]["lr"]
@@ -286,7 +322,11 @@ class Trainer:
         epoch_sums: dict[str, list[Tensor]] = defaultdict(list)
         window_samples, window_start = 0, time.perf_counter()
         for batch in bar:
-            logs = self.train_step(batch, gan_on)
+            if self._budget_spent():  # e.g. resumed from a checkpoint written at max_steps
+                break
+            logs = self.train_step(
+                batch, gan_on, with_metrics=(self.step + 1) % self.s.log_every_n_steps == 0
+            )
             self.step += 1
             self.batch_in_epoch += 1
             window_samples += batch["views"].shape[0]
@@ -303,6 +343,9 @@ class Trainer:
             if self._should_stop():
                 break
         bar.close()
+        if window and self.dist.is_main:  # the epoch's last steps since the previous log
+            self._log_window(window, window_samples, time.perf_counter() - window_start)
+        self._agree_on_signal()
         self._sync_buffers()
         return {k: torch.stack(v).float().mean().item() for k, v in epoch_sums.items()}
 
@@ -354,10 +397,11 @@ class Trainer:
         metrics.update({f"val/{k}": float(v) for k, v in accumulator.compute().items()})
         self.tracker.log_metrics(metrics, step=self.step)
         if log_images and shown is not None:
-            for path in write_validation_images(
+            images = write_validation_images(
                 self.image_dir, epoch + 1, shown["views"], shown["pred"], shown["target"]
-            ):
-                self.tracker.log_artifact(path, "images")
+            )
+            for name, path in images.items():
+                self.tracker.log_image(path, f"val/{name}", step=self.step)
         return metrics
 
     def _improved(self, metrics: dict[str, float]) -> bool:
@@ -441,7 +485,7 @@ class Trainer:
         """
         metrics: dict[str, float] = {}
         improved = False
-        if self.dist.is_main and self.val_loader is not None and len(self.val_loader.dataset) > 0:
+        if self.dist.is_main and self.val_loader is not None:
             every = self.s.log_images_every_n_epochs
             log_images = (
                 epochs_done is None
@@ -461,8 +505,13 @@ class Trainer:
     def _save(self, improved: bool, *, epochs_done: int | None) -> None:
         """Rank 0 writes the checkpoints (``epochs_done`` None: mid-epoch, no periodic file);
         every rank waits so none races ahead of a checkpoint being written."""
+        # Every rank's RNG state (its dropout masks, its CUDA stream), so each resumes its own.
+        rng_per_rank = gather_objects(capture_rng_state(), self.dist)
         if self.dist.is_main:
-            self.checkpointer.save(self.state_dict(), improved=improved, epochs_done=epochs_done)
+            state = self.state_dict()
+            if self.dist.enabled:
+                state["rng_per_rank"] = rng_per_rank
+            self.checkpointer.save(state, improved=improved, epochs_done=epochs_done)
         barrier(self.dist)
 
     # --- state ---------------------------------------------------------------------------------
@@ -510,15 +559,21 @@ class Trainer:
         self.g_scheduler.load_state_dict(state["g_scheduler"])
         if self.d_scheduler is not None and state.get("d_scheduler") is not None:
             self.d_scheduler.load_state_dict(state["d_scheduler"])
-        self.g_scaler.load_state_dict(state["g_scaler"])
-        self.d_scaler.load_state_dict(state["d_scaler"])
+        for name, scaler in (("g_scaler", self.g_scaler), ("d_scaler", self.d_scaler)):
+            saved = state.get(name) or {}
+            if scaler.is_enabled() and saved:
+                scaler.load_state_dict(saved)
+            elif scaler.is_enabled() or saved:  # trainer.precision differs from the saved run's
+                log.info("%s: precision changed since the checkpoint; the loss scale starts fresh", name)
         self.epoch, self.batch_in_epoch, self.step = (
             state["epoch"],
             state.get("batch_in_epoch", 0),
             state["step"],
         )
         self.best_metric = state.get("best_metric")
-        restore_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank") or []
+        same_world = len(per_rank) == self.dist.world_size
+        restore_rng_state(per_rank[self.dist.rank] if same_world else state["rng"])
         log.info(
             "resumed from %s: epoch %d, batch %d, step %d", source, self.epoch, self.batch_in_epoch, self.step
         )

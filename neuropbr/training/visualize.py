@@ -84,17 +84,17 @@ def error_grid(pred: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
 
 def write_validation_images(
     directory: Path, epoch: int, views: Tensor, pred: dict[str, Tensor], target: dict[str, Tensor]
-) -> list[Path]:
-    """Write the three grids as PNGs and return their paths."""
+) -> dict[str, Path]:
+    """Write the grids as ``epoch_XXXX_<name>.png``; returns ``{name: path}`` with the guide's
+    names (``input_views``, ``comparison``) and ``error_heatmaps``."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {
+    grids = {
         "input_views": views_grid(views),
         "comparison": comparison_grid(pred, target),
         "error_heatmaps": error_grid(pred, target),
     }
-    written = []
-    for name, image in paths.items():
-        path = directory / f"epoch_{epoch:04d}_{name}.png"
-        save_image(image, path)
-        written.append(path)
+    written = {}
+    for name, image in grids.items():
+        written[name] = directory / f"epoch_{epoch:04d}_{name}.png"
+        save_image(image, written[name])
     return written

@@ -17,10 +17,16 @@ def test_ema_follows_the_closed_form() -> None:
     with torch.no_grad():
         model[0].weight.add_(1.0)
         model[1].running_mean.fill_(3.0)
-    ema.update(model)
+    ema.update(model, step=10_000)  # past the warm-up: the decay itself
     assert torch.allclose(ema.module[0].weight, start + 0.1)
     assert torch.equal(ema.module[1].running_mean, torch.full((2,), 3.0))  # buffers copied
     assert not any(p.requires_grad for p in ema.parameters())
+
+
+def test_ema_warms_up_from_the_live_weights() -> None:
+    ema = ExponentialMovingAverage(nn.Linear(2, 2), decay=0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(90) == pytest.approx(0.91)
+    assert ema.decay_at(100_000) == 0.999
 
 
 def test_ema_decay_range() -> None:

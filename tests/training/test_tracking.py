@@ -93,13 +93,15 @@ def test_tensorboard_sink_writes_scalars_and_images(tmp_path: Path) -> None:
     tracker.start(params={}, tags={})
     tracker.log_metrics({"train/g_loss": 0.25}, step=7)
     Image.new("RGB", (8, 4), (255, 0, 0)).save(tmp_path / "grid.png")
-    tracker.log_artifact(tmp_path / "grid.png", "images")
+    tracker.log_image(tmp_path / "grid.png", "val/comparison", step=3)
+    tracker.log_image(tmp_path / "grid.png", "val/comparison", step=5)
     tracker.close()
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
     events.Reload()
     (scalar,) = events.Scalars("train/g_loss")
     assert (scalar.step, scalar.value) == (7, 0.25)
-    assert events.Tags()["images"] == ["images/grid"]
+    assert events.Tags()["images"] == ["val/comparison"]  # one tag, one image per step
+    assert [image.step for image in events.Images("val/comparison")] == [3, 5]
 
 
 def test_sqlite_store_keeps_artifacts_beside_the_database(
