@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, cast
@@ -28,6 +27,7 @@ from neuropbr.training.distributed import DistInfo, cleanup, init_distributed
 from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.tracking import NullTracker
 from neuropbr.training.trainer import LoopSettings, Trainer
+from neuropbr.utils.provenance import git_state
 from neuropbr.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -73,18 +73,11 @@ def _optimizer(
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
-    """Git commit, overrides, host and sweep ids, as MLflow tags."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    tags = {"git_commit": commit or "unknown", "hostname": socket.gethostname(), "task": str(cfg.task_name)}
+    """Git commit (and whether the checkout had local edits), overrides, host and sweep ids."""
+    commit, dirty = git_state()
+    tags = {"git_commit": commit, "hostname": socket.gethostname(), "task": str(cfg.task_name)}
+    if dirty is not None:
+        tags["git_dirty"] = str(dirty).lower()
     try:
         from hydra.core.hydra_config import HydraConfig
 

@@ -225,7 +225,8 @@ def test_mlflow_run_has_params_metrics_and_images(
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["encoder._target_"].endswith("UNetEncoder") and run.data.params["seed"] == "42"
-    assert {"git_commit", "hostname"} <= set(run.data.tags)
+    assert {"git_commit", "git_dirty", "hostname"} <= set(run.data.tags)
+    assert len(run.data.tags["git_commit"]) == 40  # the tests run from the source checkout
     for key in (
         "train/g_loss",
         "train/d_loss",
