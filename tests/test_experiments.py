@@ -28,6 +28,33 @@ def vgg_features_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# The guide's preset table: encoder, ViT depth, epochs, GAN, loss emphasis.
+GUIDE_PRESETS = {
+    None: ("resnet50", 4, 100, True, "default"),
+    "quick_test": ("resnet18", 2, 10, True, "default"),
+    "lightweight": ("resnet50", 4, 100, False, "default"),
+    "high_quality": ("resnet101", 6, 200, True, "photographic"),
+    "fast_iteration": ("resnet18", 2, 50, True, "default"),
+    "normal_focused": ("resnet50", 4, 150, True, "normal_focused"),
+}
+LOSS_WEIGHTS = {  # the loss preset each emphasis stands for (normal weight, albedo map weight)
+    "default": (0.5, 1.0), "photographic": (0.5, 1.5), "normal_focused": (1.0, 0.8),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("experiment", list(GUIDE_PRESETS), ids=lambda e: e or "default")
+def test_presets_match_the_guides_table(
+    compose_cfg: Callable[..., DictConfig], experiment: str | None
+) -> None:
+    encoder, depth, epochs, gan, loss = GUIDE_PRESETS[experiment]
+    cfg = compose_cfg(*([f"experiment={experiment}"] if experiment else []))
+    assert cfg.encoder.name == encoder and cfg.fusion.depth == depth and cfg.trainer.max_epochs == epochs
+    assert (cfg.discriminator.get("_target_") is not None) == gan
+    assert (cfg.loss.weights.normal, cfg.loss.map_weights.albedo) == LOSS_WEIGHTS[loss]
+    if experiment == "high_quality":
+        assert cfg.loss.weights.perceptual > 0  # "ResNet101 + perceptual loss"
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_preset_trains_at_tiny_size(
     compose_cfg: Callable[..., DictConfig], vgg_features_file: Path, experiment: str
