@@ -109,11 +109,6 @@ class MetricMode(str, Enum):
     max = "max"
 
 
-def choice(value: Any) -> str:
-    """The plain string of a choice field (an enum member from a composed config, or a str)."""
-    return str(getattr(value, "value", value))
-
-
 # --- data ---------------------------------------------------------------------------------------
 
 

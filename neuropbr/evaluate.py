@@ -38,13 +38,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from neuropbr.build import build_datamodule, build_loss
-from neuropbr.config import DataConfig, choice, config_dir, register_configs
+from neuropbr.config import DataConfig, config_dir, register_configs
 from neuropbr.data.sampling import EpochSampler
 from neuropbr.inference import LoadedGenerator, load_generator
-from neuropbr.metrics import MetricAccumulator
 from neuropbr.models.contracts import PBR_MAPS
 from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.tracking import MlflowTracker, NullTracker, Tracker
+from neuropbr.training.validation import validate
+from neuropbr.utils.choices import choice
 
 log = logging.getLogger(__name__)
 
@@ -134,33 +135,17 @@ def select_split(datamodule: Any, split: str) -> Dataset:
 # --- metrics ------------------------------------------------------------------------------------
 
 
-@torch.inference_mode()
 def score(
     model: LoadedGenerator, loader: DataLoader, loss: torch.nn.Module | None, precision: Any
 ) -> tuple[dict[str, float], int]:
-    """Every metric of :class:`~neuropbr.metrics.MetricAccumulator` (and the loss) over ``loader``.
+    """Every metric of :class:`~neuropbr.metrics.MetricAccumulator` (and the loss) over ``loader``,
+    computed exactly as training's validation does (:func:`~neuropbr.training.validation.validate`).
 
     Returns:
         ``({key: value}, number of samples)``; ``loss`` is the sample-weighted mean loss.
     """
-    device = model.device
-    accumulator = MetricAccumulator(device)
-    loss_sum, count = torch.zeros((), device=device), 0
-    for batch in loader:
-        views = batch["views"].to(device)  # (B, V, 3, H, W)
-        target = {k: v.to(device) for k, v in batch["maps"].items()}
-        with precision.autocast():
-            pred = model.generator(views)
-        pred = {k: v.float() for k, v in pred.items()}
-        if loss is not None:
-            total, _ = loss(pred, target)
-            loss_sum += total.float() * views.shape[0]
-        accumulator.update(pred, target)
-        count += views.shape[0]
-    metrics = accumulator.compute()
-    if loss is not None:
-        metrics["loss"] = float(loss_sum / max(count, 1))
-    return metrics, count
+    result = validate(model.generator, loader, loss, precision, model.device)
+    return result.metrics, result.count
 
 
 #: Rows of the printed table: per-map image metrics, then the scalar ones.

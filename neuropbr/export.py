@@ -51,10 +51,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from neuropbr.config import choice, config_dir, register_configs
+from neuropbr.config import config_dir, register_configs
 from neuropbr.inference import LoadedGenerator, load_generator
 from neuropbr.models.contracts import PBR_CHANNELS, PBR_MAPS
 from neuropbr.models.generator import PBRGenerator
+from neuropbr.utils.choices import choice
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from neuropbr.config import choice, config_dir, register_configs
+from neuropbr.config import config_dir, register_configs
 from neuropbr.data.io import save_image
 from neuropbr.inference import (
     MAP_FILES,
@@ -43,6 +43,7 @@ from neuropbr.inference import (
     write_maps,
 )
 from neuropbr.training.precision import resolve_device
+from neuropbr.utils.choices import choice
 
 log = logging.getLogger(__name__)
 

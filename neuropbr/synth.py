@@ -30,11 +30,12 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from neuropbr.config import choice, config_dir, register_configs
+from neuropbr.config import config_dir, register_configs
 from neuropbr.data.io import encode_normal, save_image
 from neuropbr.data.synthetic import sample_names
 from neuropbr.render.hdr import read_hdr
 from neuropbr.render.scene import CAMERAS, VARIANTS, SyntheticGenerator
+from neuropbr.utils.choices import choice
 from neuropbr.utils.files import atomic_write
 
 log = logging.getLogger(__name__)

@@ -20,13 +20,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss, instantiate
-from neuropbr.config import choice, config_dir, register_configs
+from neuropbr.config import config_dir, register_configs
 from neuropbr.metrics import VALIDATION_KEYS
 from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, load_checkpoint
 from neuropbr.training.distributed import DistInfo, cleanup, init_distributed
 from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.tracking import NullTracker
 from neuropbr.training.trainer import LoopSettings, Trainer
+from neuropbr.utils.choices import choice
 from neuropbr.utils.provenance import git_state
 from neuropbr.utils.seeding import seed_everything
 

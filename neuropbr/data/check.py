@@ -21,8 +21,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from neuropbr.config import choice, config_dir, register_configs
+from neuropbr.config import config_dir, register_configs
 from neuropbr.data.index import ScanResult, natural_key, scan_folder_dataset
+from neuropbr.utils.choices import choice
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from neuropbr.data.datamodule import PBRDataModule, SampleKey, unpack_key
 from neuropbr.data.index import RENDERS_CHOICES, DatasetError, Problem, SampleEntry, scan_folder_dataset
 from neuropbr.data.io import ImageReadError, load_maps, load_views
 from neuropbr.data.split import split_by_material
+from neuropbr.utils.choices import choice
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,6 @@ AugmentFn = Callable[[Tensor, dict[str, Tensor], int], tuple[Tensor, dict[str, T
 
 ON_ERROR_CHOICES = ("raise", "skip")
 NORMAL_CONVENTIONS = ("opengl", "directx")
-
-
-def _choice(value: Any) -> str:
-    """The plain string of a choice (an enum member or a str)."""
-    return str(getattr(value, "value", value))
 
 
 class FolderDataset(Dataset):
@@ -161,7 +157,7 @@ class FolderDataModule(PBRDataModule):
             persistent_workers=persistent_workers,
             seed=seed,
         )
-        renders, on_error, normal_convention = _choice(renders), _choice(on_error), _choice(normal_convention)
+        renders, on_error, normal_convention = choice(renders), choice(on_error), choice(normal_convention)
         for key, value, choices in (
             ("renders", renders, tuple(RENDERS_CHOICES)),
             ("on_error", on_error, ON_ERROR_CHOICES),

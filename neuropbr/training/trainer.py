@@ -26,21 +26,20 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from neuropbr.losses.composite import CompositeLoss
-from neuropbr.metrics import MetricAccumulator, train_step_metrics
+from neuropbr.metrics import train_step_metrics
 from neuropbr.models.contracts import PBR_MAPS
 from neuropbr.training.checkpoint import Checkpointer, capture_rng_state, load_module_state, restore_rng_state
 from neuropbr.training.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from neuropbr.training.ema import ExponentialMovingAverage
 from neuropbr.training.precision import Precision
 from neuropbr.training.tracking import NullTracker, Tracker
+from neuropbr.training.validation import validate
 from neuropbr.training.visualize import write_validation_images
 
 log = logging.getLogger(__name__)
 
 #: The guide's names for some loss terms (train/loss_l1_total, train/loss_gan_g).
 _TERM_LOG_NAMES = {"l1": "loss_l1_total", "gan": "loss_gan_g"}
-#: Validation never perturbs the training RNG stream and always draws the same randomness.
-_VALIDATION_SEED = 1234
 
 
 def stack_maps(maps: dict[str, Tensor]) -> Tensor:
@@ -365,38 +364,15 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, epoch: int, log_images: bool = False) -> dict[str, float]:
         """Validation metrics (``val/loss`` and the metrics module's keys, prefixed ``val/``)."""
+        assert self.val_loader is not None, "validation runs on rank 0, which holds the loader"
         model = self.ema.module if self.ema is not None else self.generator
-        model.eval()
-        self.loss.eval()  # e.g. the rendering term then uses fixed lights: val/loss is comparable
-        accumulator = MetricAccumulator()
-        loss_sum, count = torch.zeros((), device=self.device), 0
-        shown: dict[str, Any] | None = None
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(_VALIDATION_SEED)
-            assert self.val_loader is not None, "validation runs on rank 0, which holds the loader"
-            for batch in self.val_loader:
-                views = batch["views"].to(self.device, non_blocking=True)
-                target = {k: v.to(self.device, non_blocking=True) for k, v in batch["maps"].items()}
-                with self.precision.autocast():
-                    pred = model(views)
-                    total, _ = self.loss(pred, target)
-                pred = {k: v.float() for k, v in pred.items()}
-                loss_sum += total.float() * views.shape[0]
-                count += views.shape[0]
-                accumulator.update(pred, target)
-                if shown is None:
-                    n = self.s.num_log_images
-                    shown = {
-                        "views": views[:n].cpu(),
-                        "pred": {k: v[:n].cpu() for k, v in pred.items()},
-                        "target": {k: v[:n].cpu() for k, v in target.items()},
-                    }
-        self.generator.train()
-        self.loss.train()
-        metrics = {"val/loss": (loss_sum / max(count, 1)).item()}
-        metrics.update({f"val/{k}": float(v) for k, v in accumulator.compute().items()})
+        result = validate(
+            model, self.val_loader, self.loss, self.precision, self.device, self.s.num_log_images
+        )
+        metrics = {f"val/{k}": v for k, v in result.metrics.items()}
         self.tracker.log_metrics(metrics, step=self.step)
-        if log_images and shown is not None:
+        if log_images and result.shown:
+            shown = result.shown
             images = write_validation_images(
                 self.image_dir, epoch + 1, shown["views"], shown["pred"], shown["target"]
             )
