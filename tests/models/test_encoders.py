@@ -9,6 +9,7 @@ import pytest
 import timm
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from neuropbr.models.contracts import Encoder
 from neuropbr.models.encoders.timm_encoder import TimmEncoder
@@ -189,3 +190,35 @@ def test_unet_downsampling_modes_differ() -> None:
     assert any(isinstance(m, nn.MaxPool2d) for m in maxpool.modules())
     assert not any(isinstance(m, nn.MaxPool2d) for m in strided.modules())
     assert any(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in strided.modules())
+
+
+def test_checkpointing_survives_timm_checkpointing_inplace_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm < 1.0.31 checkpoints every top-level module of the feature wrapper alone, ResNet's
+    in-place stem ReLU included, which fails in backward. With such a timm the encoder makes
+    those modules out-of-place, so that per-module recipe runs; with the ReLU in-place it fails,
+    as it did at 2048 px on an H200 (timm 1.0.29). Newer timm keeps the in-place ReLU (memory)."""
+    from neuropbr.models.encoders import timm_encoder
+
+    def old_timm_collect(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+        features = []
+        for i, module in enumerate(modules):
+            first_or_last = i in (0, len(modules) - 1)
+            x = module(x) if first_or_last else checkpoint(module, x, use_reentrant=False)
+            features.append(x)
+        return sum(f.float().mean() for f in features)
+
+    monkeypatch.setattr(timm_encoder, "_TIMM_SKIPS_INPLACE_CHECKPOINTS", False)
+    encoder = ENCODERS["resnet"](grad_checkpointing=True).train()
+    modules = list(encoder.backbone.children())
+    assert not any(getattr(m, "inplace", False) for m in modules)
+    old_timm_collect(modules, torch.rand(2, 3, 32, 32)).backward()
+    assert_every_param_has_grad(encoder)
+
+    modules[2].inplace = True  # the stem's act1, as timm builds it
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        old_timm_collect(modules, torch.rand(2, 3, 32, 32)).backward()
+
+    monkeypatch.setattr(timm_encoder, "_TIMM_SKIPS_INPLACE_CHECKPOINTS", True)
+    newer = ENCODERS["resnet"](grad_checkpointing=True)
+    assert newer.backbone.act1.inplace is True
+    assert timm_encoder._version_tuple("1.0.31.dev0") == (1, 0, 31) > timm_encoder._version_tuple("1.0.29")

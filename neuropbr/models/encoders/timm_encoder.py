@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,19 @@ from torch.utils.checkpoint import checkpoint
 from neuropbr.utils.checks import check_shape
 
 log = logging.getLogger(__name__)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """``"1.0.31.dev0"`` -> ``(1, 0, 31)``."""
+    parts = []
+    for part in version.split(".")[:3]:
+        digits = re.match(r"\d+", part)
+        parts.append(int(digits.group()) if digits else 0)
+    return tuple(parts)
+
+
+#: timm 1.0.31 stopped checkpointing in-place modules alone in its feature wrappers.
+_TIMM_SKIPS_INPLACE_CHECKPOINTS = _version_tuple(timm.__version__) >= (1, 0, 31)
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -195,6 +209,15 @@ class TimmEncoder(nn.Module):
         self._timm_checkpointing = hasattr(self.backbone, "set_grad_checkpointing")
         if grad_checkpointing and self._timm_checkpointing:
             getattr(self.backbone, "set_grad_checkpointing")(True)  # noqa: B009 -- not on every nn.Module
+            if not _TIMM_SKIPS_INPLACE_CHECKPOINTS:
+                # The feature wrapper checkpoints each top-level module alone; before 1.0.31 an
+                # in-place activation too (ResNet's stem ReLU), which modifies the tensor kept for
+                # recomputation and fails in backward ("modified by an inplace operation"; seen
+                # at 2048 px on an H200 with timm 1.0.29). Out-of-place costs one stem-sized
+                # tensor (0.75 GiB at 2048 px, batch 2, 3 views), so only where it is needed.
+                for module in self.backbone.children():
+                    if getattr(module, "inplace", False) is True:
+                        setattr(module, "inplace", False)  # noqa: B010 -- not on every nn.Module
 
     def _freeze_early_layers(self, pretrained: Any) -> None:
         """The guide's ``freeze_backbone``: freeze the stem and every stage up to the second-deepest
