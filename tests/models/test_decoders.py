@@ -152,3 +152,20 @@ def test_original_sr_head_structure() -> None:
         64 + 256 + 32
     )
     assert sum(p.numel() for p in decoder.heads.parameters()) == 64 * 8 + 8
+
+
+def test_stacked_heads_equal_the_four_head_convs() -> None:
+    """The heads run as one conv of their stacked weights (a speed-up): same maps, same gradients."""
+    decoder = make_decoder(sr_scale=2)
+    x = torch.randn(2, 8, 16, 16, requires_grad=True)  # (B, sr_channels, H', W')
+    stacked = decoder._run_heads(x)
+    separate = {name: head(x) for name, head in decoder.heads.items()}
+    assert list(stacked) == list(PBR_CHANNELS)
+    for name in PBR_CHANNELS:
+        torch.testing.assert_close(stacked[name], separate[name], rtol=1e-5, atol=1e-6)
+    grads = [
+        torch.autograd.grad(projection_loss(maps), [x, *decoder.heads.parameters()])
+        for maps in (stacked, separate)
+    ]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
