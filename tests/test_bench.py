@@ -85,6 +85,20 @@ def test_full_and_cuda_suites() -> None:
         build_suite("huge", "cpu", 2, ["train"], {})
 
 
+@pytest.mark.parametrize(("suite_name", "device"), [("full", "cpu"), ("full", "cuda")])
+def test_every_case_of_the_suites_composes(
+    suite_name: str, device: str, compose_cfg: Callable[..., DictConfig]
+) -> None:
+    """A case whose overrides do not compose fails only after minutes of benchmarking (as
+    ``experiment=default`` and quick_test on a folder dataset once did): compose them all here."""
+    suite = build_suite(suite_name, device, 4, ["train", "optimisations", "loading"], {})
+    for case in suite.train:
+        cfg = compose_cfg(*case.training_overrides(device, "/data"))
+        assert int(cfg.data.resolution) == case.resolution, case.name
+    for loading in suite.loading:
+        compose_cfg(*loading.overrides("/data"))
+
+
 def test_tiny_suite_runs_and_writes_valid_json_and_table(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
