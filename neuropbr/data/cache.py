@@ -2,7 +2,9 @@
 
 PNG decoding dominates data loading; with ``data.cache=true`` the folder dataset decodes every
 image once (at start-up, with a progress bar) and then reads ``.npy`` files through ``np.load(...,
-mmap_mode="r")``, which costs a page-cache copy and a uint8 -> float conversion.
+mmap_mode="r")``, which costs a page-cache copy and a uint8 -> float conversion. Arrays are 8-bit:
+16-bit sources are decoded and resized at full depth, then rounded once (``data.cache=false``
+keeps 16 bits end to end).
 
 Layout of one cache set (one per dataset root, resolution, V, renders and normal convention)::
 
@@ -44,7 +46,7 @@ from neuropbr.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 2  # 2: JPEG views are EXIF-rotated on decode
+CACHE_FORMAT_VERSION = 3  # 2: JPEG views are EXIF-rotated on decode; 3: 16-bit RGB PNGs resized at full depth
 MANIFEST_FILE = "manifest.json"
 DEFAULT_CACHE_FOLDER = ".neuropbr_cache"
 #: Seconds between manifest saves during a build (progress survives a kill).

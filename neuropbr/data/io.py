@@ -4,8 +4,8 @@
   mode; normals on disk are ``RGB = (n + 1) / 2`` in the OpenGL convention (+Y up) unless told
   ``directx`` (G flipped), and are renormalised on decode.
 - 8- and 16-bit PNGs, RGBA (alpha dropped), grayscale, palette and JPEG all load. 16-bit
-  grayscale keeps its full precision (also through resizing); Pillow reads 16-bit RGB PNGs as
-  8-bit RGB.
+  grayscale and 16-bit RGB(A) keep their full precision, also through resizing (Pillow has no
+  48-bit mode and would round RGB to 8 bits, so those PNGs are decoded by torchvision's libpng).
 - A truncated or unreadable file raises :class:`ImageReadError` naming the path; it is never
   silently filled with grey.
 - :func:`inspect_image` checks a file without decoding it (header, PNG chunk CRCs up to IEND,
@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from torch import Tensor
 
 from neuropbr.models.contracts import PBR_CHANNELS
 from neuropbr.utils.tensors import unit_vectors
+
+log = logging.getLogger(__name__)
 
 # Decode untrusted-size images but refuse absurd ones (PIL's decompression-bomb guard stays on).
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
@@ -219,6 +223,10 @@ def read_image(path: str | Path, resolution: int | None = None) -> np.ndarray:
         ImageReadError: missing, unreadable or truncated file.
     """
     path = Path(path)
+    if _is_png_rgb16(path):
+        full_depth = _read_png_rgb16(path, resolution)
+        if full_depth is not None:
+            return full_depth
     try:
         with Image.open(path) as img:
             if resolution is not None and img.format == "JPEG":
@@ -231,6 +239,50 @@ def read_image(path: str | Path, resolution: int | None = None) -> np.ndarray:
         raise ImageReadError(path, "file not found") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageReadError(path, f"cannot decode image ({err})") from err
+
+
+_WARNED_RGB16 = False
+
+
+def _is_png_rgb16(path: Path) -> bool:
+    """Whether ``path`` is a PNG of 16-bit RGB or RGBA samples (from its IHDR chunk)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return False  # Pillow's path reports the error
+    # signature (8) | length (4) | "IHDR" (4) | width (4) | height (4) | bit depth | colour type
+    return head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 6)
+
+
+def _read_png_rgb16(path: Path, resolution: int | None) -> np.ndarray | None:
+    """(H, W, 3) float32 in [0, 1] of a 16-bit RGB(A) PNG at full precision, alpha dropped.
+
+    torchvision's libpng decoder is the one at hand that keeps 16-bit colour (torch already
+    depends on it). torchvision 0.29 deprecated its image codecs in favour of TorchCodec; where
+    they are gone, this returns None and Pillow's 8-bit reading is used, with a warning.
+    """
+    global _WARNED_RGB16  # warn once per process, not once per file
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_png, read_file
+    except ImportError:
+        if not _WARNED_RGB16:
+            _WARNED_RGB16 = True
+            log.warning("this torchvision cannot decode PNGs: 16-bit RGB PNGs are read at 8 bits")
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # UNCHANGED keeps 16-bit samples (uint16; int32 in torchvision < 0.21).
+            chw = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)  # (3 or 4, H, W)
+    except RuntimeError as err:
+        raise ImageReadError(path, f"cannot decode 16-bit PNG ({err})") from err
+    arr = (chw[:3].to(torch.float32) / 65535.0).permute(1, 2, 0).numpy()  # (H, W, 3)
+    if resolution is not None and arr.shape[:2] != (resolution, resolution):
+        arr = np.stack([_resize_float(arr[..., c], resolution) for c in range(3)], axis=-1)
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _to_float_array(img: Image.Image, resolution: int | None) -> np.ndarray:

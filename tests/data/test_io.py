@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle
+import struct
+import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,18 +61,41 @@ def _write(path: Path, kind: str) -> np.ndarray:
         data = np.full((SIZE, SIZE), 200, np.uint16)
         Image.fromarray(data).save(path)
         return data[..., None] / 65535.0
-    if kind == "rgb16":
-        values = torch.from_numpy(rgb / 255.0).permute(2, 0, 1).float()
-        save_image(path, values, bit_depth=16)
-        return rgb / 255.0  # Pillow reads 48-bit PNGs as 8-bit RGB
+    if kind == "rgb16":  # values no 8-bit file can hold: read back at full precision
+        data = np.stack([_gray_ramp().astype(np.uint16) * 257 + 1, np.full((SIZE, SIZE), 12345, np.uint16),
+                         np.arange(SIZE * SIZE, dtype=np.uint16).reshape(SIZE, SIZE) * 97], axis=-1)  # fmt: skip
+        save_image(path, torch.from_numpy(data / 65535.0).permute(2, 0, 1), bit_depth=16)
+        return data / 65535.0
+    if kind == "rgba16":  # 16-bit RGBA, as image editors export normal maps; alpha dropped
+        data = np.stack([np.full((SIZE, SIZE), v, np.uint16) for v in (40000, 123, 65535, 1000)], axis=-1)
+        _save_png16(path, data, colour_type=6)
+        return data[..., :3] / 65535.0
     if kind == "bilevel":
         Image.fromarray(_gray_ramp() > 127).save(path)
         return (_gray_ramp() > 127)[..., None].astype(np.float64)
     raise AssertionError(kind)
 
 
+def _save_png16(path: Path, data: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG spelt out with zlib (Pillow cannot write 48/64-bit colour)."""
+    height, width, _ = data.shape
+    raw = b"".join(b"\x00" + data[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
 @pytest.mark.parametrize(
-    "kind", ["rgb8", "rgba8", "l8", "la8", "palette", "gray16", "gray16_dark", "rgb16", "bilevel"]
+    "kind",
+    ["rgb8", "rgba8", "l8", "la8", "palette", "gray16", "gray16_dark", "rgb16", "rgba16", "bilevel"],
 )
 def test_every_png_mode_decodes_to_unit_range(tmp_path: Path, kind: str) -> None:
     path = tmp_path / f"{kind}.png"
@@ -104,6 +130,33 @@ def test_sixteen_bit_precision_survives_resizing(tmp_path: Path) -> None:
     Image.fromarray(np.full((SIZE, SIZE), value, np.uint16)).save(tmp_path / "r.png")
     arr = read_image(tmp_path / "r.png", resolution=8)
     np.testing.assert_allclose(arr, value / 65535.0, atol=1e-6)
+    colour = np.stack([np.full((SIZE, SIZE), v, np.uint16) for v in (12345, 54321, 777)], axis=-1)
+    save_image(tmp_path / "n.png", torch.from_numpy(colour / 65535.0).permute(2, 0, 1), bit_depth=16)
+    for resolution in (8, 40):
+        arr = read_image(tmp_path / "n.png", resolution=resolution)
+        assert arr.shape == (resolution, resolution, 3)
+        np.testing.assert_allclose(arr, np.broadcast_to(colour[:1, :1] / 65535.0, arr.shape), atol=1e-6)
+
+
+def test_sixteen_bit_rgb_falls_back_to_eight_bits_without_torchvision_codecs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """torchvision 0.29 deprecated its image codecs: once they are gone, Pillow reads at 8 bits."""
+    colour = np.stack([np.full((SIZE, SIZE), v, np.uint16) for v in (12345, 54321, 777)], axis=-1)
+    save_image(tmp_path / "n.png", torch.from_numpy(colour / 65535.0).permute(2, 0, 1), bit_depth=16)
+    monkeypatch.setitem(sys.modules, "torchvision.io", None)  # import fails
+    monkeypatch.setattr("neuropbr.data.io._WARNED_RGB16", False)
+    arr = read_image(tmp_path / "n.png")
+    np.testing.assert_allclose(arr, np.broadcast_to((colour[:1, :1] >> 8) / 255.0, arr.shape), atol=1e-6)
+    assert "read at 8 bits" in caplog.text
+
+
+def test_truncated_sixteen_bit_rgb_png_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "n.png"
+    save_image(path, torch.rand(3, SIZE, SIZE), bit_depth=16)
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(ImageReadError, match=r"n\.png"):
+        read_image(path)
 
 
 def test_directx_flips_green_only() -> None:
