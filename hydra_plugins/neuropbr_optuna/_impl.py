@@ -45,7 +45,7 @@ from ._factories import PRUNER_ATTR, build_pruner, build_sampler, directions, pr
 from ._mlflow import SweepRuns, mlflow_target
 from ._rounds import Membership, SharedBudget
 from ._search_space import SearchSpace, format_value, parse_params
-from ._storage import StorageLock, absolute_storage_url, open_storage, redact
+from ._storage import StorageLock, TrialHeartbeat, absolute_storage_url, open_storage, redact
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,21 @@ class OptunaSweeperImpl(Sweeper):
         max_failure_rate: float,
         params: dict[str, Any] | None,
         custom_search_space: str | None,
+        heartbeat_interval: int | None = 60,
+        grace_period: int | None = None,
     ) -> None:
         for key, value in (("n_trials", n_trials), ("n_jobs", n_jobs)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"hydra.sweeper.{key}={value!r}: expected an integer >= 1")
+        for key, seconds in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+            if seconds is not None and (not isinstance(seconds, int) or seconds < 1):
+                raise ValueError(
+                    f"hydra.sweeper.{key}={seconds!r}: expected null or an integer >= 1 (seconds)"
+                )
+        if heartbeat_interval is None and grace_period is not None:
+            raise ValueError(
+                "hydra.sweeper.grace_period is set but heartbeat_interval=null: set both or neither"
+            )
         if not 0.0 <= max_failure_rate <= 1.0:
             raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: expected a value in [0, 1]")
         self.sampler_spec = sampler_spec(sampler)
@@ -85,6 +96,10 @@ class OptunaSweeperImpl(Sweeper):
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        #: Trials of dead workers this worker's storage recorded as FAIL (heartbeat too old).
+        self.stale_trials: list[FrozenTrial] = []
         self.params = dict(params or {})
         self.custom_search_space: Callable[[DictConfig, optuna.Trial], None] | None = (
             get_method(custom_search_space) if custom_search_space else None
@@ -115,7 +130,12 @@ class OptunaSweeperImpl(Sweeper):
             log.info("sampler=grid: %d points, n_trials=%d", points, n_trials)
         lock = StorageLock(self.storage_url)
         with lock.hold("neuropbr-optuna-schema"):  # workers starting together on a new database
-            storage = open_storage(self.storage_url)
+            storage = open_storage(
+                self.storage_url,
+                heartbeat_interval=self.heartbeat_interval,
+                grace_period=self.grace_period,
+                on_stale_trial=lambda _study, trial: self.stale_trials.append(trial),
+            )
         study_name = self._create_study(storage, lock)
         target = mlflow_target(self.config)
         runs = SweepRuns(target) if target is not None else None
@@ -303,15 +323,19 @@ class _SweepLoop:
         """
         status = "FINISHED"
         pending: list[optuna.Trial] = []
+        heartbeat = TrialHeartbeat(self.budget.storage, self.sweeper.heartbeat_interval)
         try:
             while True:
                 pending = self.budget.reserve(self.study, self.sweeper.n_jobs, self.space.distributions)
+                self._report_stale_trials()
                 if not pending:
                     break
+                heartbeat.watch(pending)
                 overrides = [self._prepare(trial) for trial in pending]
                 returns = self._launch(pending, overrides)
                 for trial, ret in zip(pending, returns):
                     self._finish(trial, ret)
+                heartbeat.unwatch(pending)
                 pending = []
                 if len(self.failures) > self.allowed_failures:
                     self._raise_failures()
@@ -321,8 +345,28 @@ class _SweepLoop:
                 self._abort(trial, f"sweep aborted: {type(err).__name__}: {err}")
             raise
         finally:
+            heartbeat.stop()
             self._summarise(status)
         return self.finished
+
+    def _report_stale_trials(self) -> None:
+        """Log the trials of dead workers the last reserve recorded as FAIL; fail their MLflow runs."""
+        while self.sweeper.stale_trials:
+            trial = self.sweeper.stale_trials.pop(0)
+            log.warning(
+                "trial %d (worker %s) stopped sending heartbeats: its worker died; recorded as FAIL, not re-run",
+                trial.number,
+                trial.user_attrs.get("worker", "?"),
+            )
+            child = self._child_run(trial)
+            if child and self.runs is not None:
+                try:
+                    self.runs.set_tags(
+                        child, {"optuna_state": "FAIL", "fail_reason": "worker died (no heartbeat)"}
+                    )
+                    self.runs.terminate(child, "FAILED")
+                except Exception:  # a tracking hiccup must not end a long sweep
+                    log.exception("could not fail the MLflow run %s of trial %d", child, trial.number)
 
     def _prepare(self, trial: optuna.Trial) -> list[str]:
         """Record the trial's context on it and build its override lines."""
@@ -452,7 +496,7 @@ class _SweepLoop:
         except Exception:  # already failing: report, but keep the original error
             log.exception("could not record trial %d as FAIL", trial.number)
 
-    def _child_run(self, trial: optuna.Trial) -> str | None:
+    def _child_run(self, trial: optuna.Trial | FrozenTrial) -> str | None:
         if self.runs is None or self.parent_run_id is None:
             return None
         try:

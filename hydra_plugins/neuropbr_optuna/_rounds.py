@@ -25,8 +25,9 @@ What this guarantees (sqlite and postgresql, which have a lock):
 - running the command again after a sweep filled up adds ``n_trials`` more (a new sweep);
 - a worker that was interrupted leaves its sweep open; running the command again resumes it
   and creates only the missing trials. The trial it was running counts toward the budget: it
-  is recorded as FAIL (Ctrl-C, SIGTERM), or stays RUNNING if the process was killed outright;
-  neither is re-run;
+  is recorded as FAIL (Ctrl-C, SIGTERM) or, if the process was killed outright, by the next
+  worker that reserves a trial once its heartbeat is older than ``grace_period``
+  (``_storage.TrialHeartbeat``); neither is re-run;
 - a worker that starts after the sweep filled up opens the next sweep (it cannot tell a late
   worker from a re-run): start all workers of one sweep while it is open.
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -173,7 +175,14 @@ class SharedBudget:
         """
         assert self.round is not None, "join() first"
         trials: list[optuna.Trial] = []
-        with self._lock():
+        with self._lock(), warnings.catch_warnings():
+            # Heartbeats outside study.optimize are what the sweeper is built for (it beats for
+            # its trials itself, _storage.TrialHeartbeat): silence optuna's reminders of that.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            # Running trials of workers killed outright (no heartbeat for grace_period) -> FAIL,
+            # so the sweep can finish; they keep their budget slot, as interrupted trials do.
+            optuna.storages.fail_stale_trials(study)
             for _ in range(count):
                 if self.n_existing() >= self.round.target:
                     break

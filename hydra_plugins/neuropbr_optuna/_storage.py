@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import logging
-from collections.abc import Iterator
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -73,14 +77,34 @@ def redact(url: str) -> str:
         return "<unparsable storage URL>"
 
 
-def open_storage(url: str, existing: bool = False) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str,
+    existing: bool = False,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    on_stale_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> optuna.storages.RDBStorage:
     """An optuna RDB storage for ``url``.
 
     Args:
         url: SQLAlchemy URL.
         existing: the sweeper already created and version-checked this database (a trial job
             opening it): skip both, which takes the open from ~0.2 s to ~0.02 s.
+        heartbeat_interval, grace_period: optuna's heartbeat settings (see :class:`TrialHeartbeat`);
+            None: no stale-trial detection through this storage.
+        on_stale_trial: called with each trial that ``optuna.storages.fail_stale_trials`` fails.
     """
+    heartbeat: dict[str, Any] = {}
+    if heartbeat_interval is not None:
+        heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
+        if on_stale_trial is not None:
+            # optuna 4.9 renamed failed_trial_callback (kept, deprecated, until 6.0).
+            renamed = (
+                "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+            )
+            heartbeat["heartbeat_stale_trial_callback" if renamed else "failed_trial_callback"] = (
+                on_stale_trial
+            )
     engine_kwargs: dict[str, object] = {}
     if make_url(url).get_backend_name() == "sqlite":
         # Several processes write to one file: wait for the file lock rather than fail at once.
@@ -88,9 +112,68 @@ def open_storage(url: str, existing: bool = False) -> optuna.storages.RDBStorage
     else:
         # A long sweep outlives idle server connections; check each one before use.
         engine_kwargs["pool_pre_ping"] = True
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, skip_compatibility_check=existing, skip_table_creation=existing
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            skip_compatibility_check=existing,
+            skip_table_creation=existing,
+            **heartbeat,
+        )
+
+
+class TrialHeartbeat:
+    """Records a heartbeat for this worker's running trials every ``interval`` seconds.
+
+    optuna's own heartbeat thread lives inside ``study.optimize``; the sweeper asks and tells
+    trials itself, around launcher jobs that may run in other processes or on other machines,
+    so it beats for them from here. A beat is recorded as soon as a trial is watched: a trial
+    without any beat is never considered stale by optuna.
+
+    Args:
+        storage: the sweep's storage.
+        interval: seconds between beats; None: a no-op.
+    """
+
+    def __init__(self, storage: optuna.storages.RDBStorage, interval: int | None) -> None:
+        self.storage, self.interval = storage, interval
+        self._trial_ids: set[int] = set()
+        self._guard = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, trials: Iterable[optuna.Trial]) -> None:
+        if self.interval is None:
+            return
+        ids = [trial._trial_id for trial in trials]
+        with self._guard:
+            self._trial_ids.update(ids)
+        for trial_id in ids:
+            self.storage.record_heartbeat(trial_id)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
+            self._thread.start()
+
+    def unwatch(self, trials: Iterable[optuna.Trial]) -> None:
+        with self._guard:
+            self._trial_ids.difference_update(trial._trial_id for trial in trials)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        assert self.interval is not None
+        while not self._stopped.wait(self.interval):
+            with self._guard:
+                ids = sorted(self._trial_ids)
+            for trial_id in ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # a database hiccup: the next beat retries, the trial runs on
+                    log.exception("could not record the heartbeat of trial id %d", trial_id)
 
 
 class StorageLock:

@@ -202,6 +202,13 @@ class OptunaSweeperConfig:
     #: The sweep stops (and exits non-zero) once more than max_failure_rate * n_trials of this
     #: worker's trials have failed; 0 stops at the first failure.
     max_failure_rate: float = 0.25
+    #: Seconds between the heartbeats this worker records for its running trials (null: none).
+    #: A worker killed outright (SIGKILL, a lost node) stops beating; once its trial's last beat
+    #: is older than grace_period, the next worker that reserves a trial of the study records it
+    #: as FAIL (not re-run: it keeps its slot of the budget, like an interrupted trial).
+    heartbeat_interval: int | None = 60
+    #: Seconds without a heartbeat before a running trial is stale (null: 2 x heartbeat_interval).
+    grace_period: int | None = None
     #: ``{key: override}``: ``interval(a,b)``, ``int(interval(a,b))``, ``tag(log, interval(a,b))``,
     #: ``choice(...)``, ``range(...)``, ``a,b,c``, or a fixed value.
     params: dict[str, Any] | None = None

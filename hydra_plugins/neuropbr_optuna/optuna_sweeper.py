@@ -28,6 +28,8 @@ class OptunaSweeper(Sweeper):
         max_failure_rate: float,
         params: dict[str, Any] | None,
         custom_search_space: str | None,
+        heartbeat_interval: int | None = 60,
+        grace_period: int | None = None,
     ) -> None:
         from ._impl import OptunaSweeperImpl
 
@@ -42,6 +44,8 @@ class OptunaSweeper(Sweeper):
             max_failure_rate=max_failure_rate,
             params=params,
             custom_search_space=custom_search_space,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
         )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:

@@ -155,6 +155,12 @@ def _sweeper(**changes):
         ({"storage": "sqlite://"}, r"in-memory SQLite database cannot be shared"),
         ({"storage": "not a url"}, r"hydra.sweeper.storage='not a url' is not a SQLAlchemy URL"),
         ({"direction": "up"}, r"hydra.sweeper.direction='up'"),
+        ({"heartbeat_interval": 0}, r"hydra.sweeper.heartbeat_interval=0: expected null or an integer >= 1"),
+        ({"grace_period": -5}, r"hydra.sweeper.grace_period=-5: expected null or an integer >= 1"),
+        (
+            {"heartbeat_interval": None, "grace_period": 30},
+            r"grace_period is set but heartbeat_interval=null",
+        ),
     ],
 )
 def test_sweeper_arguments_are_checked_at_build_time(changes: dict, message: str) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from hydra_plugins.neuropbr_optuna._rounds import SharedBudget
-from hydra_plugins.neuropbr_optuna._storage import StorageLock, open_storage
+from hydra_plugins.neuropbr_optuna._storage import StorageLock, TrialHeartbeat, open_storage
 
 from .conftest import assert_lock_excludes_another_process, sqlite_url
 
@@ -72,3 +74,48 @@ def test_an_interrupted_sweep_is_resumed_not_restarted(db: str, study: optuna.St
 @pytest.mark.slow  # a second process
 def test_the_sqlite_lock_excludes_another_process(db: str) -> None:
     assert_lock_excludes_another_process(db)
+
+
+def test_a_trial_whose_worker_died_is_failed_once_its_heartbeat_is_stale(
+    db: str, study: optuna.Study
+) -> None:
+    """A worker killed outright leaves its trial RUNNING; its heartbeats stop. The next worker
+    that reserves records it as FAIL after grace_period (not re-run: the budget slot stays
+    used), while a trial whose worker is alive keeps beating and stays RUNNING."""
+    stale: list[int] = []
+
+    def heartbeat_study() -> optuna.Study:
+        storage = open_storage(
+            db, heartbeat_interval=1, grace_period=1, on_stale_trial=lambda _s, t: stale.append(t.number)
+        )
+        return optuna.load_study(study_name="s", storage=storage)
+
+    dead, alive, late = _worker(db, 3), _worker(db, 3), _worker(db, 3)
+    dead.join(), alive.join(), late.join()
+    dead_study, alive_study, late_study = heartbeat_study(), heartbeat_study(), heartbeat_study()
+    killed = dead.reserve(dead_study, 1, {})
+    dead_beat = TrialHeartbeat(dead_study._storage, 1)  # beats once, then the worker "dies"
+    dead_beat.watch(killed)
+    dead_beat.stop()  # ... no more beats
+    running = alive.reserve(alive_study, 1, {})
+    alive_beat = TrialHeartbeat(alive_study._storage, 1)
+    alive_beat.watch(running)
+    try:
+        time.sleep(3.5)  # > grace_period (sqlite's clock has 1 s resolution)
+        assert [t.number for t in late.reserve(late_study, 5, {})] == [2]  # only the missing trial
+        assert stale == [0]
+        states = {t.number: t.state for t in late_study.get_trials()}
+        assert states == {0: TrialState.FAIL, 1: TrialState.RUNNING, 2: TrialState.RUNNING}
+    finally:
+        alive_beat.stop()
+
+
+def test_without_heartbeats_a_dead_workers_trial_stays_running(db: str, study: optuna.Study) -> None:
+    """heartbeat_interval=null: nothing can tell a dead worker from a slow one."""
+    first = _worker(db, 2)
+    first.join()
+    first.reserve(study, 1, {})
+    again = _worker(db, 2)
+    again.join()
+    assert [t.number for t in again.reserve(study, 5, {})] == [1]
+    assert study.get_trials()[0].state == TrialState.RUNNING

@@ -46,3 +46,59 @@ def test_two_workers_share_the_budget_and_one_mlflow_parent(tmp_path: Path) -> N
     best = min(trials, key=lambda t: t.value)
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
     assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
+
+
+def test_a_killed_workers_trial_is_failed_by_the_next_worker(tmp_path: Path) -> None:
+    """SIGKILL a worker in the middle of a trial: its heartbeats stop, and the worker started
+    next records that trial as FAIL (and its MLflow run as FAILED), runs only the missing trial,
+    and closes the sweep's parent run."""
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    storage = sqlite_url(tmp_path / "optuna.db")
+    command = [
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=1",
+        "hydra.sweep.dir=multirun",
+        "tracking._target_=neuropbr.training.tracking.MlflowTracker",
+        f"+tracking.uri={sqlite_url(tmp_path / 'mlflow.db')}",
+        "+tracking.experiment_name=sweeps",
+    ]
+    doomed = start_app_worker(tmp_path, *command, "sleep_s=60", log_name="worker0.log")
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until trial 0 runs and has beaten at least once
+            assert doomed.poll() is None, (tmp_path / "worker0.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "trial 0 never started"
+            try:
+                running = [t for t in load_trials(storage) if t.state.name == "RUNNING"]
+            except Exception:  # the worker has not created the study (or its tables) yet
+                running = []
+            if running and (tmp_path / "mlflow.db").exists():
+                break
+            time.sleep(0.5)
+        time.sleep(2.0)  # the trial's MLflow run is open, a heartbeat or two recorded
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+    time.sleep(3.0)  # past grace_period
+
+    survivor = start_app_worker(tmp_path, *command, "sleep_s=0", log_name="worker1.log")
+    wait_all([survivor], tmp_path)
+
+    trials = load_trials(storage)
+    assert [(t.number, t.state.name) for t in trials] == [(0, "FAIL"), (1, "COMPLETE")]
+    assert "stopped sending heartbeats" in (tmp_path / "worker1.log").read_text()
+    client = MlflowClient(tracking_uri=sqlite_url(tmp_path / "mlflow.db"))
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.optuna_role = 'sweep'")
+    children = {
+        r.data.tags["optuna_trial"]: r
+        for r in client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    }
+    assert children["0"].info.status == "FAILED" and children["0"].data.tags["optuna_state"] == "FAIL"
+    assert children["1"].info.status == "FINISHED"
+    assert parent.info.status == "FINISHED"
