@@ -88,7 +88,9 @@ class PBRDataModule(ABC):
     def setup(self) -> None:
         """Build (and validate) ``train_set`` and ``val_set``. Called once before training."""
 
-    def _loader(self, dataset: Dataset | None, *, train: bool, rank: int, world_size: int) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset | None, *, train: bool, rank: int, world_size: int, even: bool = True
+    ) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for loaders")
         import torch
@@ -100,6 +102,7 @@ class PBRDataModule(ABC):
             rank=rank,
             world_size=world_size,
             drop_last=False,
+            even=even,
         )
         return DataLoader(
             dataset,
@@ -118,6 +121,7 @@ class PBRDataModule(ABC):
         """Shuffled, sharded loader; call ``loader.sampler.set_epoch(epoch, start)`` each epoch."""
         return self._loader(self.train_set, train=True, rank=rank, world_size=world_size)
 
-    def val_dataloader(self) -> DataLoader:
-        """Validation in a fixed order, unsharded (rank 0 validates the whole set)."""
-        return self._loader(self.val_set, train=False, rank=0, world_size=1)
+    def val_dataloader(self, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Validation in a fixed order; under DDP each rank gets every ``world_size``-th sample
+        (each sample exactly once overall: no padding that would count a sample twice)."""
+        return self._loader(self.val_set, train=False, rank=rank, world_size=world_size, even=False)

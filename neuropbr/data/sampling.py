@@ -25,6 +25,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         rank, world_size: distributed shard; every rank gets the same number of samples
             (the tail is padded by wrapping around, as ``DistributedSampler`` does).
         drop_last: drop the padded tail instead (ranks then see ``floor(n / world)`` each).
+        even: False: every sample exactly once over all ranks, no padding, no dropping (ranks
+            differ by at most one sample; some may get none): sharded validation.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        even: bool = True,
     ) -> None:
         if num_samples <= 0:
             raise ValueError(f"EpochSampler: dataset is empty (num_samples={num_samples})")
@@ -46,6 +49,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.even = even
         self.epoch = 0
         self.start = 0  # samples of this rank's shard to skip (mid-epoch resume)
 
@@ -60,6 +64,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
             order = torch.randperm(self.num_samples, generator=gen).tolist()
         else:
             order = list(range(self.num_samples))
+        if not self.even:
+            return order[self.rank :: self.world_size]
         if self.drop_last:
             per_rank = self.num_samples // self.world_size
             order = order[: per_rank * self.world_size]
@@ -75,6 +81,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
     @property
     def shard_size(self) -> int:
         """Samples this rank sees in a whole epoch (ignoring ``start``)."""
+        if not self.even:
+            return len(range(self.rank, self.num_samples, self.world_size))
         if self.drop_last:
             return self.num_samples // self.world_size
         return -(-self.num_samples // self.world_size)

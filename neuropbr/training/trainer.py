@@ -167,7 +167,8 @@ class Trainer:
                 "no validation set (data.val_ratio=0 or too few materials): no validation, no "
                 "best_model.pth, and no optimized_metric for a sweeper"
             )
-        self.val_loader = datamodule.val_dataloader() if self.dist.is_main and has_val else None
+        # Every rank validates its shard; the metric sums are all-reduced (validation.validate).
+        self.val_loader = datamodule.val_dataloader(self.dist.rank, self.dist.world_size) if has_val else None
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_metric: float | None = None
         self._stop_signal: int | None = None
@@ -352,11 +353,13 @@ class Trainer:
         """Give every rank rank 0's buffers (BatchNorm running statistics).
 
         DDP keeps parameters identical but each rank updates its running statistics on its own
-        shard after the per-forward broadcast; rank 0's are the ones validated and saved.
+        shard after the per-forward broadcast; rank 0's are the ones saved, and every rank
+        validates its shard with them (the EMA copy's included).
         """
         if not self.dist.enabled:
             return
-        for module in (self.generator, self.discriminator):
+        ema = self.ema.module if self.ema is not None else None
+        for module in (self.generator, self.discriminator, ema):
             if module is not None:
                 for buffer in module.buffers():
                     dist.broadcast(buffer, src=0)
@@ -364,13 +367,19 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, epoch: int, log_images: bool = False) -> dict[str, float]:
         """Validation metrics (``val/loss`` and the metrics module's keys, prefixed ``val/``)."""
-        assert self.val_loader is not None, "validation runs on rank 0, which holds the loader"
+        assert self.val_loader is not None, "no validation set (data.val_ratio=0)"
         model = self.ema.module if self.ema is not None else self.generator
         result = validate(
-            model, self.val_loader, self.loss, self.precision, self.device, self.s.num_log_images
+            model,
+            self.val_loader,
+            self.loss,
+            self.precision,
+            self.device,
+            self.s.num_log_images if self.dist.is_main else 0,
+            dist_info=self.dist,
         )
         metrics = {f"val/{k}": v for k, v in result.metrics.items()}
-        self.tracker.log_metrics(metrics, step=self.step)
+        self.tracker.log_metrics(metrics, step=self.step)  # a NullTracker off rank 0
         if log_images and result.shown:
             shown = result.shown
             images = write_validation_images(
@@ -455,13 +464,14 @@ class Trainer:
         return result
 
     def _validate(self, epoch: int, *, epochs_done: int | None) -> tuple[dict[str, float], bool]:
-        """Validate on rank 0 and update the best value; every rank gets the metrics.
+        """Validate (every rank its shard), then rank 0 updates the best value; every rank gets
+        rank 0's metrics.
 
         ``epochs_done`` is None when stopping mid-epoch.
         """
         metrics: dict[str, float] = {}
         improved = False
-        if self.dist.is_main and self.val_loader is not None:
+        if self.val_loader is not None:
             every = self.s.log_images_every_n_epochs
             log_images = (
                 epochs_done is None
@@ -469,6 +479,7 @@ class Trainer:
                 or (every > 0 and epochs_done % every == 0)
             )
             metrics = self.evaluate(epoch, log_images=log_images)
+        if self.dist.is_main and metrics:
             improved = self._improved(metrics)
             shown = ("val/loss", "val/overall_psnr", "val/normal_angle_mean", self.optimized_metric)
             log.info(

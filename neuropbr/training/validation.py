@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from neuropbr.metrics import MetricAccumulator
+from neuropbr.training.distributed import DistInfo
 
 #: Validation never perturbs the training RNG stream and always draws the same randomness
 #: (e.g. the rendering loss's light configurations), so values compare across epochs and runs.
@@ -35,6 +37,7 @@ def validate(
     precision: Any,
     device: torch.device,
     num_shown: int = 0,
+    dist_info: DistInfo | None = None,
 ) -> ValidationResult:
     """Run ``generator`` over ``loader`` in eval mode; the full metric set, and the loss if given.
 
@@ -48,6 +51,8 @@ def validate(
         precision: a :class:`~neuropbr.training.precision.Precision`.
         device: where to run.
         num_shown: how many of the first samples to return (on the CPU) for image grids.
+        dist_info: under DDP, ``loader`` holds this rank's shard: the sums of every rank are
+            all-reduced, so every rank returns the whole set's metrics.
     """
     modes = [(m, m.training) for m in (generator, loss) if m is not None]
     for module, _ in modes:
@@ -78,6 +83,16 @@ def validate(
     finally:
         for module, was_training in modes:
             module.train(was_training)
+    if dist_info is not None and dist_info.enabled:
+        state = accumulator.state()
+        totals = torch.stack(
+            [loss_sum.double(), torch.tensor(float(count), device=device, dtype=torch.float64)]
+        )
+        for tensor in (*state.values(), totals):
+            dist.all_reduce(tensor)  # sum over ranks, in place
+        accumulator.reset()
+        accumulator.merge(state)
+        loss_sum, count = totals[0], int(totals[1])
     metrics = accumulator.compute()
     if loss is not None:
         metrics["loss"] = float(loss_sum / max(count, 1))
