@@ -37,12 +37,13 @@ import torch
 from omegaconf import DictConfig
 
 from neuropbr.benchmarks.cases import LoadingCase, Suite, TrainCase, build_suite
-from neuropbr.benchmarks.environment import available_cores, environment, load_average, matmul_tflops
+from neuropbr.benchmarks.environment import environment, load_average, matmul_tflops
 from neuropbr.benchmarks.report import compare, format_report, summarize_loading, summarize_train
 from neuropbr.config import config_dir, register_configs
 from neuropbr.data.cache import user_cache_root
 from neuropbr.training.precision import resolve_device
 from neuropbr.utils.choices import choice
+from neuropbr.utils.system import available_cores
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import shutil
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from neuropbr.render.hdr import read_hdr
 from neuropbr.render.scene import CAMERAS, VARIANTS, SyntheticGenerator
 from neuropbr.utils.choices import choice
 from neuropbr.utils.files import atomic_write
+from neuropbr.utils.system import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,6 @@ def _write_material(material_index: int) -> dict[str, Any]:
         "params": material.params,
         "samples": samples,
     }
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask, e.g. a container's CPU set)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _prepare(out: Path, overwrite: bool) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
+from neuropbr.utils.system import available_cores
+
 #: Training data of a case: the folder dataset decoded from PNG on every load, the same
 #: dataset through the decoded cache, or procedural data rendered on the fly.
 DATA_SOURCES = ("png", "cache", "synthetic")
@@ -303,9 +305,7 @@ def _preset_cases(
 
 def _cuda_workers() -> int:
     """Loader workers on a GPU machine: enough to decode large cached samples in parallel."""
-    import os
-
-    return min(8, os.cpu_count() or 1)
+    return min(8, available_cores())
 
 
 def _optimisation_cases(timing: Timing) -> tuple[list[TrainCase], list[Comparison]]:

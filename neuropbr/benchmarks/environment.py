@@ -6,13 +6,15 @@ import os
 import platform
 import resource
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from neuropbr.utils.provenance import git_state
+from neuropbr.utils.system import available_cores
 
 #: Dense (no sparsity) bf16 tensor-core peak TFLOP/s per GPU, from the vendors' data sheets.
 #: Matched against ``torch.cuda.get_device_name()`` by the longest key it contains.
@@ -80,19 +82,8 @@ def cpu_flags() -> list[str]:
 
 def git_commit() -> str:
     """``<commit>`` of the source checkout, ``+dirty`` when the working tree has changes."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}+dirty" if commit and dirty else commit or "unknown"
+    commit, dirty = git_state()
+    return f"{commit}+dirty" if dirty else commit
 
 
 def load_average() -> list[float]:
@@ -101,13 +92,6 @@ def load_average() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def device_name(device: torch.device) -> str:
