@@ -410,21 +410,25 @@ def save_image(path: str | Path, image: Tensor, bit_depth: int = 8) -> None:
         if data.shape[2] == 1:
             Image.fromarray(data[..., 0]).save(path)  # uint16 -> mode "I;16"
         else:
-            _save_png16_rgb(path, data)
+            save_png16_color(path, data)
         return
     data = np.round(arr * 255.0).astype(np.uint8)
     Image.fromarray(data[..., 0] if data.shape[2] == 1 else data).save(path)
 
 
-def _save_png16_rgb(path: Path, data: np.ndarray) -> None:
-    """PIL cannot write 48-bit RGB PNGs; write one with zlib (a PNG is small enough to spell out)."""
-    height, width, _ = data.shape
+def save_png16_color(path: Path, data: np.ndarray) -> None:
+    """Write (H, W, 3 or 4) uint16 as a 16-bit RGB or RGBA PNG.
+
+    PIL cannot write 48/64-bit colour PNGs; write one with zlib (a PNG is small enough to spell out).
+    """
+    height, width, channels = data.shape
+    colour_type = {3: 2, 4: 6}[channels]  # PNG colour types: RGB, RGBA
     raw = b"".join(b"\x00" + data[row].astype(">u2").tobytes() for row in range(height))
 
     def chunk(tag: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
 
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
     png = (
         _PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
     )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pickle
-import struct
 import sys
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from neuropbr.data.io import (
     load_maps,
     read_image,
     save_image,
+    save_png16_color,
 )
 
 SIZE = 16
@@ -68,29 +67,12 @@ def _write(path: Path, kind: str) -> np.ndarray:
         return data / 65535.0
     if kind == "rgba16":  # 16-bit RGBA, as image editors export normal maps; alpha dropped
         data = np.stack([np.full((SIZE, SIZE), v, np.uint16) for v in (40000, 123, 65535, 1000)], axis=-1)
-        _save_png16(path, data, colour_type=6)
+        save_png16_color(path, data)
         return data[..., :3] / 65535.0
     if kind == "bilevel":
         Image.fromarray(_gray_ramp() > 127).save(path)
         return (_gray_ramp() > 127)[..., None].astype(np.float64)
     raise AssertionError(kind)
-
-
-def _save_png16(path: Path, data: np.ndarray, colour_type: int) -> None:
-    """A 16-bit PNG spelt out with zlib (Pillow cannot write 48/64-bit colour)."""
-    height, width, _ = data.shape
-    raw = b"".join(b"\x00" + data[row].astype(">u2").tobytes() for row in range(height))
-
-    def chunk(tag: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize(
