@@ -63,6 +63,11 @@ class CameraKind(str, Enum):
     perspective = "perspective"
 
 
+class SplitKind(str, Enum):
+    material = "material"
+    family = "family"
+
+
 class Downsample(str, Enum):
     maxpool = "maxpool"
     stride = "stride"
@@ -140,8 +145,13 @@ class DataConfig:
     num_views: int = 3
     #: Which renders the model sees: clean/, dirty/ or both (a sample may exist in one only).
     renders: Renders = Renders.clean
-    #: Share of MATERIALS held out for validation.
+    #: Share of MATERIALS (split=material) or FAMILIES (split=family) held out for validation.
     val_ratio: float = 0.1
+    #: ``material``: no material in both train and val; ``family``: no family in both (measures
+    #: generalisation to kinds of material never seen in training).
+    split: SplitKind = SplitKind.material
+    #: With split=family: the families to hold out (default: drawn from the seed with val_ratio).
+    val_families: list[str] | None = None
     batch_size: int = 4
     num_workers: int = 2
     pin_memory: bool = True
@@ -362,6 +372,9 @@ class SchedulerConfig:
     _target_: str = MISSING
     _partial_: bool = True
     warmup_epochs: int = 0
+    #: Warm up over this many optimizer steps instead (the lr rises every step); set
+    #: ``warmup_epochs=0`` with it: both > 0 is an error.
+    warmup_steps: int = 0
     warmup_start_factor: float = 0.1
 
 

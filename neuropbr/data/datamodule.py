@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from torch.utils.data import DataLoader, Dataset
 
@@ -49,6 +50,8 @@ class PBRDataModule(ABC):
         map_resolution: side of the target maps (default ``resolution``). A super-resolving
             decoder (``decoder.sr_scale``) needs targets at ``resolution * sr_scale``; the
             builder passes that in.
+        split: ``material`` or ``family`` (see :mod:`neuropbr.data.split`).
+        val_families: with ``split=family``, the families to hold out (default: seeded draw).
     """
 
     def __init__(
@@ -62,7 +65,13 @@ class PBRDataModule(ABC):
         persistent_workers: bool,
         seed: int,
         map_resolution: int | None = None,
+        split: str = "material",
+        val_families: Sequence[str] | None = None,
     ) -> None:
+        if split not in ("material", "family"):
+            raise ValueError(f"data.split={split!r}: expected 'material' or 'family'")
+        if val_families is not None and split != "family":
+            raise ValueError("data.val_families is only used with data.split=family")
         if resolution < 8:
             raise ValueError(f"data.resolution={resolution}: expected >= 8")
         if map_resolution is not None and map_resolution < resolution:
@@ -81,6 +90,8 @@ class PBRDataModule(ABC):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.seed = seed
+        self.split = split
+        self.val_families = list(val_families) if val_families is not None else None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 

@@ -16,6 +16,7 @@ skipped (``data.on_error=skip``).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from neuropbr.data.cache import DecodedCache, cache_set_dir
 from neuropbr.data.datamodule import PBRDataModule, SampleKey, unpack_key
 from neuropbr.data.index import RENDERS_CHOICES, DatasetError, Problem, SampleEntry, scan_folder_dataset
 from neuropbr.data.io import ImageReadError, load_maps, load_views
-from neuropbr.data.split import split_by_material
+from neuropbr.data.split import split_samples
 from neuropbr.utils.choices import choice
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,10 @@ class FolderDataModule(PBRDataModule):
             or ``skip`` the samples with problems, logging each problem.
         normal_convention: ``opengl`` (+Y up) or ``directx`` (G flipped on load).
         map_resolution: side of the target maps (build-time: ``data.resolution * decoder.sr_scale``).
+        split: ``material`` or ``family``; families come from ``input/material_families.json``
+            (``{"<material>": "<family>"}``) or else the ``materials`` entry of
+            ``input/render_params.json`` that ``python -m neuropbr.synth`` writes.
+        val_families: with ``split=family``, the families to hold out (default: seeded draw).
     """
 
     def __init__(
@@ -146,6 +151,8 @@ class FolderDataModule(PBRDataModule):
         on_error: str = "raise",
         normal_convention: str = "opengl",
         map_resolution: int | None = None,
+        split: str = "material",
+        val_families: Sequence[str] | None = None,
     ) -> None:
         super().__init__(
             resolution=resolution,
@@ -156,6 +163,8 @@ class FolderDataModule(PBRDataModule):
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
             seed=seed,
+            split=choice(split),
+            val_families=val_families,
         )
         renders, on_error, normal_convention = choice(renders), choice(on_error), choice(normal_convention)
         for key, value, choices in (
@@ -226,7 +235,25 @@ class FolderDataModule(PBRDataModule):
         self.decoded_cache = decoded_cache
         self._warn_upsampling(scan.images.values())
 
-        train_idx, val_idx = split_by_material([e.material for e in entries], self.val_ratio, self.seed)
+        materials = [e.material for e in entries]
+        families = None
+        if self.split == "family":
+            family_of = read_material_families(self.root)
+            if family_of is None:
+                why = "neither input/material_families.json nor input/render_params.json names the families"
+                raise DatasetError.from_problems(
+                    self.root, [Problem("-", self.root / "input", why, fatal=True)]
+                )
+            missing = sorted({m for m in materials if m not in family_of})
+            if missing:
+                why = f"no family for materials {missing[:10]} (add them to input/material_families.json)"
+                raise DatasetError.from_problems(
+                    self.root, [Problem("-", self.root / "input", why, fatal=True)]
+                )
+            families = [family_of[m] for m in materials]
+        train_idx, val_idx = split_samples(
+            self.split, materials, families, self.val_ratio, self.seed, self.val_families
+        )
 
         def dataset(indices: list[int], augment: AugmentFn | None) -> FolderDataset:
             return FolderDataset(
@@ -315,3 +342,34 @@ class FolderDataModule(PBRDataModule):
                 small,
                 self.resolution,
             )
+
+
+def read_material_families(root: Path) -> dict[str, str] | None:
+    """``{material: family}`` of a folder dataset, or None when it names no families.
+
+    ``input/material_families.json`` (``{"<material>": "<family>"}``) wins; otherwise the
+    ``materials`` entry of ``input/render_params.json`` (``{"<material>": {"family": ...}}``)
+    that ``python -m neuropbr.synth`` writes.
+
+    Raises:
+        DatasetError: a file exists but is not valid JSON of that shape.
+    """
+    explicit, params = root / "input" / "material_families.json", root / "input" / "render_params.json"
+    for path in (explicit, params):
+        if not path.is_file():
+            continue
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            problem = Problem("-", path, f"not valid JSON ({err})", fatal=True)
+            raise DatasetError.from_problems(root, [problem]) from err
+        if path == params:
+            entries = raw.get("materials", {}) if isinstance(raw, dict) else {}
+            raw = {m: e.get("family") for m, e in entries.items() if isinstance(e, dict)}
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            problem = Problem(
+                "-", path, 'expected {"<material>": "<family>"} with string families', fatal=True
+            )
+            raise DatasetError.from_problems(root, [problem])
+        return dict(raw)
+    return None

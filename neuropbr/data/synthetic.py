@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from neuropbr.data.datamodule import PBRDataModule, SampleKey, unpack_key
-from neuropbr.data.split import split_by_material
+from neuropbr.data.split import split_samples
 from neuropbr.render.scene import CAMERAS, SyntheticGenerator
 from neuropbr.utils.seeding import derive_seed
 
@@ -122,6 +122,8 @@ class SyntheticDataModule(PBRDataModule):
         artifact_strength: scale of the dirty artifacts (0 disables them).
         map_resolution: side of the target maps (build-time: ``data.resolution * decoder.sr_scale``);
             materials are rendered at this size and the views box-filtered down to ``resolution``.
+        split: ``material`` or ``family`` (hold out whole procedural families).
+        val_families: with ``split=family``, the families to hold out (default: seeded draw).
     """
 
     def __init__(
@@ -143,6 +145,8 @@ class SyntheticDataModule(PBRDataModule):
         camera: str = "aligned",
         artifact_strength: float = 1.0,
         map_resolution: int | None = None,
+        split: str = "material",
+        val_families: Sequence[str] | None = None,
     ) -> None:
         super().__init__(
             resolution=resolution,
@@ -153,6 +157,8 @@ class SyntheticDataModule(PBRDataModule):
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
             seed=seed,
+            split=split,
+            val_families=val_families,
         )
         if renders not in RENDERS:
             raise ValueError(f"data.renders={renders!r}: expected one of {list(RENDERS)}")
@@ -186,6 +192,7 @@ class SyntheticDataModule(PBRDataModule):
         self.samples_per_material = samples_per_material
         self.camera = camera
         self.artifact_strength = artifact_strength
+        self.families: dict[str, list[str]] = {}  # train/val families, set by setup()
         self.generator = SyntheticGenerator(
             resolution=self.map_resolution,
             num_views=num_views,
@@ -198,8 +205,16 @@ class SyntheticDataModule(PBRDataModule):
     def setup(self) -> None:
         samples = sample_names(self.num_samples, "sample")
         materials = sample_names(self.generator.material_index(self.num_samples - 1) + 1, "material")
-        sample_materials = [materials[self.generator.material_index(i)] for i in range(self.num_samples)]
-        train_idx, val_idx = split_by_material(sample_materials, self.val_ratio, self.seed)
+        material_of = [self.generator.material_index(i) for i in range(self.num_samples)]
+        sample_materials = [materials[m] for m in material_of]
+        families = [self.generator.material_family(m) for m in material_of]
+        train_idx, val_idx = split_samples(
+            self.split, sample_materials, families, self.val_ratio, self.seed, self.val_families
+        )
+        self.families = {
+            "train": sorted({families[i] for i in train_idx}),
+            "val": sorted({families[i] for i in val_idx}),
+        }
 
         def dataset(indices: list[int], augment: Augment | None) -> SyntheticDataset:
             return SyntheticDataset(

@@ -346,6 +346,152 @@ def plastic(b: _Builder) -> Maps:
     return albedo, roughness, torch.zeros_like(b.u), height
 
 
+def _voronoi(b: _Builder, cells: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Tileable cellular noise on a ``cells`` x ``cells`` grid of jittered seed points.
+
+    Returns:
+        ``(f1, f2, cell)``: distance to the nearest and second-nearest point (uv units) and the
+        nearest point's cell id (R, R) (an index into ``b.table(cells * cells)``-sized tables).
+    """
+    jitter = b.table(cells, cells, 2) * 0.8 + 0.1  # point inside its cell, away from the border
+    fx, fy = b.u * cells, b.v * cells
+    cx, cy = fx.floor().long(), fy.floor().long()
+    best = torch.full_like(b.u, 1e9)
+    second = torch.full_like(b.u, 1e9)
+    cell = torch.zeros_like(cx)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            nx, ny = cx + dx, cy + dy
+            ix, iy = nx % cells, ny % cells  # periodic: the neighbour past the edge wraps
+            px = nx.float() + jitter[ix, iy, 0]
+            py = ny.float() + jitter[ix, iy, 1]
+            dist = torch.sqrt((fx - px) ** 2 + (fy - py) ** 2) / cells
+            closer = dist < best
+            second = torch.where(closer, best, torch.minimum(second, dist))
+            cell = torch.where(closer, ix * cells + iy, cell)
+            best = torch.where(closer, dist, best)
+    return best, second, cell
+
+
+def concrete(b: _Builder) -> Maps:
+    """Cast concrete or plaster: low-contrast grey mottling, pores, form lines, stains."""
+    base = b.colour("colour", (0.05, 0.15), (0.0, 0.12), (0.35, 0.8))
+    mottle = b.noise(b.draw("mottle_frequency", 2.0, 8.0), beta=2.0)
+    grain = b.noise(64.0, beta=1.0)
+    pores = smoothstep(1.6, 2.2, b.noise(48.0, beta=0.6))
+    albedo = base * (1.0 + 0.08 * mottle + 0.04 * grain) * (1.0 - 0.35 * pores)
+    roughness = b.draw("roughness", 0.7, 0.98) + 0.03 * grain
+    height = 0.002 * b.noise(6.0, beta=2.2) + 0.0006 * grain - 0.003 * pores
+    if b.pick("form_lines", [False, True]):
+        lines = b.pick("board_count", [3, 4, 6])
+        dist = (b.v * lines - (b.v * lines).round()).abs() / lines
+        height = height - 0.003 * (1.0 - smoothstep(0.0, 0.006, dist))
+    return albedo, roughness, torch.zeros_like(b.u), height
+
+
+def leather(b: _Builder) -> Maps:
+    """Leather: cellular pebble grain with creases between the cells, satin to matte."""
+    cells = b.pick("grain_cells", [12, 16, 24, 32])
+    f1, f2, cell = _voronoi(b, cells)
+    crease = 1.0 - smoothstep(0.0, 0.25 / cells, f2 - f1)  # narrow valleys between grains
+    colour = b.colour("colour", (0.0, 0.12), (0.3, 0.8), (0.08, 0.55))
+    per_cell = b.table(cells * cells)[cell] - 0.5
+    albedo = colour * (1.0 + 0.1 * per_cell) * (1.0 - 0.3 * crease)
+    roughness = b.draw("roughness", 0.35, 0.75) + 0.15 * crease
+    height = 0.004 * (1.0 - crease) * (1.0 - (f1 * cells) ** 2).clamp(min=0.0) + 0.0003 * b.noise(48.0)
+    return albedo, roughness, torch.zeros_like(b.u), height
+
+
+def cobblestone(b: _Builder) -> Maps:
+    """Rounded stones or pebbles set in mortar, sand or soil: strongly relieved."""
+    cells = b.pick("stones", [4, 6, 8, 12])
+    f1, f2, cell = _voronoi(b, cells)
+    gap = b.draw("gap", 0.04, 0.2) / cells
+    edge = f2 - f1  # ~0 on the border between two stones
+    inside = smoothstep(gap, gap * 2.0, edge)
+    dome = (edge * cells).clamp(max=1.0).sqrt()
+    stone = b.colour("stone_colour", (0.0, 0.15), (0.0, 0.35), (0.25, 0.75))
+    filler = b.colour("filler_colour", (0.05, 0.14), (0.1, 0.5), (0.15, 0.6))
+    per_stone = b.table(cells * cells)[cell] - 0.5
+    detail = b.noise(32.0, beta=1.6)
+    albedo = _lerp(filler * (1.0 + 0.1 * detail), stone * (1.0 + 0.35 * per_stone + 0.06 * detail), inside)
+    roughness = _lerp(
+        torch.full_like(b.u, 0.95), b.draw("stone_roughness", 0.4, 0.85) + 0.05 * detail, inside
+    )
+    height = b.draw("depth", 0.01, 0.03) * inside * dome + 0.0008 * detail
+    return albedo, roughness, torch.zeros_like(b.u), height
+
+
+def corroded_metal(b: _Builder) -> Maps:
+    """Bare metal eaten by rust or patina: metal and non-metal mixed at texel scale."""
+    metal = b.pick("metal", ["iron", "steel", "copper", "brass"])
+    patina = metal in ("copper", "brass") and b.pick("patina", [False, True])
+    coverage = b.noise(b.draw("frequency", 2.0, 6.0), beta=2.2, max_frequency=15)
+    coverage = coverage + 0.4 * b.noise(12.0, beta=1.4, max_frequency=15)
+    corrosion = smoothstep(-0.2, 0.3, coverage - b.draw("threshold", -0.8, 0.8))
+    pits = smoothstep(1.4, 2.0, b.noise(40.0, beta=0.8)) * corrosion
+    crust = (
+        b.colour("patina_colour", (0.40, 0.50), (0.3, 0.6), (0.35, 0.65))
+        if patina
+        else b.colour("rust_colour", (0.02, 0.08), (0.55, 0.9), (0.18, 0.45))
+    ) * (1.0 + 0.2 * b.noise(24.0, beta=1.2))
+    albedo = _lerp(_metal_albedo(metal), crust, corrosion)
+    roughness = _lerp(
+        torch.full_like(b.u, b.draw("metal_roughness", 0.2, 0.5)), torch.full_like(b.u, 0.92), corrosion
+    )
+    metallic = 1.0 - corrosion
+    height = 0.002 * corrosion * (1.0 + 0.5 * b.noise(16.0, beta=1.5)) - 0.002 * pits
+    return albedo, roughness, metallic, height
+
+
+def hammered_metal(b: _Builder) -> Maps:
+    """Hand-hammered metal: overlapping shallow dimples, polished to satin."""
+    metal = b.pick("metal", sorted(METAL_F0))
+    cells = b.pick("dimples", [6, 8, 12, 16])
+    f1, _, cell = _voronoi(b, cells)
+    dimple = (f1 * cells).clamp(max=1.0) ** 2  # 0 at a hammer blow's centre, rising to its rim
+    albedo = _metal_albedo(metal) * (1.0 + 0.03 * (b.table(cells * cells)[cell] - 0.5))
+    roughness = b.draw("roughness", 0.08, 0.4) + 0.05 * b.noise(12.0)
+    height = b.draw("depth", 0.004, 0.012) * dimple
+    return albedo, roughness, torch.ones_like(b.u), height
+
+
+def terrazzo(b: _Builder) -> Maps:
+    """Terrazzo: coloured stone chips in a cement or resin matrix, ground flat and polished."""
+    cells = b.pick("chips", [10, 14, 20])
+    f1, f2, cell = _voronoi(b, cells)
+    chip = smoothstep(0.1 / cells, 0.16 / cells, f2 - f1) * smoothstep(0.45 / cells, 0.3 / cells, f1)
+    matrix = b.colour("matrix_colour", (0.0, 1.0), (0.0, 0.3), (0.5, 0.9))
+    palette = torch.stack(
+        [b.colour(f"chip_colour_{i}", (0.0, 1.0), (0.1, 0.8), (0.1, 0.95)) for i in range(3)]
+    )
+    pick = (b.table(cells * cells)[cell] * 3).long().clamp(max=2)  # (R, R) palette index
+    chip_col = palette[pick, :, 0, 0].permute(2, 0, 1)  # (3, R, R)
+    albedo = _lerp(matrix.expand(3, *b.u.shape), chip_col, chip)
+    roughness = b.draw("roughness", 0.1, 0.45) + 0.1 * (1.0 - chip)
+    height = 0.0003 * chip + 0.0002 * b.noise(32.0)
+    return albedo, roughness, torch.zeros_like(b.u), height
+
+
+def ground(b: _Builder) -> Maps:
+    """Soil, sand or gravel ground: fractal relief, scattered pebbles, dry or damp."""
+    relief = b.noise(b.draw("frequency", 3.0, 8.0), beta=1.8)
+    cells = b.pick("pebbles", [8, 12, 16])
+    f1, _, cell = _voronoi(b, cells)
+    radius = b.draw("pebble_radius", 0.15, 0.4) / cells
+    present = (b.table(cells * cells)[cell] < b.draw("pebble_density", 0.2, 0.8)).float()
+    pebble = (1.0 - (f1 / radius).clamp(max=1.0) ** 2).clamp(min=0.0).sqrt() * present
+    soil = b.colour("soil_colour", (0.04, 0.12), (0.2, 0.6), (0.12, 0.5))
+    rock = b.colour("pebble_colour", (0.0, 0.15), (0.0, 0.3), (0.3, 0.8))
+    grain = b.noise(64.0, beta=1.0)
+    albedo = _lerp(soil * (1.0 + 0.15 * relief + 0.1 * grain), rock, smoothstep(0.0, 0.2, pebble))
+    damp = b.draw("damp", 0.0, 1.0)
+    roughness = (0.95 - 0.4 * damp * (relief > 0).float()) + 0.03 * grain
+    albedo = albedo * (1.0 - 0.35 * damp * (relief > 0).float())
+    height = 0.004 * relief + b.draw("pebble_height", 0.004, 0.012) * pebble + 0.0005 * grain
+    return albedo, roughness, torch.zeros_like(b.u), height
+
+
 FAMILIES: dict[str, Callable[[_Builder], Maps]] = {
     "tiles": tiles,
     "bricks": bricks,
@@ -355,7 +501,137 @@ FAMILIES: dict[str, Callable[[_Builder], Maps]] = {
     "stone": stone,
     "fabric": fabric,
     "plastic": plastic,
+    "concrete": concrete,
+    "leather": leather,
+    "cobblestone": cobblestone,
+    "corroded_metal": corroded_metal,
+    "hammered_metal": hammered_metal,
+    "terrazzo": terrazzo,
+    "ground": ground,
 }
+#: Families whose surface is smooth by nature: their relief stays low (see :func:`_set_relief`).
+SMOOTH_FAMILIES = frozenset({"plastic", "terrazzo"})
+#: Mean tilt of the normals, in degrees, that a material's relief is scaled to: log-uniform in
+#: this range (nearly flat to strongly relieved, like scanned material libraries), lower for
+#: :data:`SMOOTH_FAMILIES`.
+RELIEF_TILT_DEG = (1.0, 28.0)
+SMOOTH_RELIEF_TILT_DEG = (0.3, 6.0)
+
+
+# --- layers on top of any family: what real materials go through --------------------------------
+
+
+def _relief_shape(height: Tensor, max_frequency: int = 8) -> Tensor:
+    """The height's coarse shape (frequencies up to ``max_frequency`` cycles per tile), zero mean and
+    unit variance: the same field at every resolution, unlike the height with its finest detail."""
+    spectrum = torch.fft.rfft2(height)
+    ky = torch.fft.fftfreq(height.shape[-2], 1.0 / height.shape[-2]).abs()[:, None]
+    kx = torch.fft.rfftfreq(height.shape[-1], 1.0 / height.shape[-1])[None, :]
+    coarse = torch.fft.irfft2(spectrum * ((kx <= max_frequency) & (ky <= max_frequency)), s=height.shape[-2:])
+    return (coarse - coarse.mean()) / coarse.std().clamp(min=1e-12)
+
+
+def _luma(rgb: Tensor) -> Tensor:
+    return 0.2126 * rgb[0:1] + 0.7152 * rgb[1:2] + 0.0722 * rgb[2:3]
+
+
+def _recolour(b: _Builder, albedo: Tensor, metallic: Tensor) -> Tensor:
+    """Tint the dielectric parts towards a random hue at the same brightness (painted, dyed, stained)."""
+    tint = b.colour("tint", (0.0, 1.0), (0.2, 0.9), (1.0, 1.0))
+    tint = tint / _luma(tint)  # unit luminance: only the hue changes
+    strength = b.draw("tint_strength", 0.3, 1.0)
+    grey = _luma(albedo).expand_as(albedo)
+    tinted = _lerp(albedo, grey * tint, strength)
+    return _lerp(tinted, albedo, metallic)  # metals keep their measured colour
+
+
+def _paint_over(b: _Builder, maps: Maps) -> Maps:
+    """A coat of paint over the material, worn through where the noise says: mixes the paint
+    (dielectric) with whatever is below (metal or not) at texel scale."""
+    albedo, roughness, metallic, height = maps
+    paint = b.colour("overpaint_colour", (0.0, 1.0), (0.0, 0.9), (0.15, 0.9))
+    # Thresholded masks use band-limited noise (below 16 cycles), so the mask is the same at every
+    # resolution of 32 px and up.
+    wear = b.noise(b.draw("overpaint_frequency", 2.0, 6.0), beta=2.2, max_frequency=15)
+    wear = wear + 0.3 * b.noise(12.0, beta=1.2, max_frequency=15)
+    covered = smoothstep(-0.3, 0.3, wear - b.draw("overpaint_threshold", -1.2, 0.6))
+    thickness = b.draw("overpaint_thickness", 0.0005, 0.002)
+    albedo = _lerp(albedo, paint.expand_as(albedo), covered)
+    roughness = _lerp(roughness, torch.full_like(roughness, b.draw("overpaint_roughness", 0.3, 0.8)), covered)
+    return albedo, roughness, metallic * (1.0 - covered), height + thickness * covered
+
+
+def _dirt(b: _Builder, maps: Maps) -> Maps:
+    """Grime settled in the low parts of the relief: darker, rougher, never metallic."""
+    albedo, roughness, metallic, height = maps
+    low = height.mean() - height  # > 0 in cavities
+    spread = height.std().clamp(min=1e-6)
+    amount = smoothstep(-0.5, 1.5, low / spread + 0.7 * b.noise(4.0, beta=2.0, max_frequency=15)) * b.draw(
+        "dirt_amount", 0.3, 0.9
+    )
+    grime = b.colour("dirt_colour", (0.05, 0.12), (0.2, 0.6), (0.08, 0.3))
+    albedo = _lerp(albedo, grime.expand_as(albedo), amount)
+    roughness = _lerp(roughness, torch.full_like(roughness, 0.95), amount)
+    return albedo, roughness, metallic * (1.0 - amount), height
+
+
+def _edge_wear(b: _Builder, maps: Maps) -> Maps:
+    """Raised parts polished by use: smoother and a little lighter."""
+    albedo, roughness, metallic, height = maps
+    high = _relief_shape(height)
+    worn = smoothstep(0.5, 2.0, high + 0.5 * b.noise(8.0, max_frequency=15)) * b.draw("wear_amount", 0.3, 1.0)
+    albedo = albedo * (1.0 + 0.25 * worn)
+    roughness = roughness * (1.0 - 0.5 * worn)
+    return albedo, roughness, metallic, height
+
+
+def _coat(b: _Builder, maps: Maps) -> Maps:
+    """A clear varnish, wax or wet film: the whole surface much smoother."""
+    albedo, roughness, metallic, height = maps
+    level = b.draw("coat_roughness", 0.03, 0.25)
+    return albedo * 0.9, _lerp(roughness, torch.full_like(roughness, level), 0.85), metallic, height
+
+
+#: Layers applied on top of a family, each with its probability (drawn from the seed).
+LAYERS: dict[str, tuple[float, Callable[[_Builder, Maps], Maps]]] = {
+    "paint_over": (0.15, _paint_over),
+    "dirt": (0.3, _dirt),
+    "edge_wear": (0.2, _edge_wear),
+    "coat": (0.12, _coat),
+}
+#: Probability that a material's dielectric colour is re-tinted to a random hue.
+RECOLOUR_PROBABILITY = 0.35
+
+
+def _set_relief(b: _Builder, family: str, height: Tensor) -> Tensor:
+    """Scale the height field so the normals' mean tilt is a seeded draw (log-uniform).
+
+    The families' own amplitudes are nearly flat (a few thousandths of the sample's width), so a
+    model trained on them learns to predict flat normals; real materials range from polished stone
+    to cobbles. The tilt is measured at the resolution the maps are made at (finer relief that only
+    a larger map can hold then counts too), so every resolution shows the drawn mean tilt.
+    """
+    low, high = SMOOTH_RELIEF_TILT_DEG if family in SMOOTH_FAMILIES else RELIEF_TILT_DEG
+    target = math.radians(low * (high / low) ** b.draw("relief_u", 0.0, 1.0))
+    b.params["relief_tilt_deg"] = round(math.degrees(target), 3)
+    normal = height_to_normal(height[None, None], strength=height.shape[-1] / 2.0)
+    slope = (normal[:, :2].square().sum(dim=1).sqrt() / normal[:, 2]).flatten().double()  # tan(tilt)
+    if float(slope.mean()) < 1e-9:
+        return height  # a perfectly flat family stays flat
+    # mean(atan(k * slope)) grows monotonically with k: bisect log k for the target mean tilt.
+    lo, hi = -12.0, 12.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if float(torch.atan(math.exp(mid) * slope).mean()) < target:
+            lo = mid
+        else:
+            hi = mid
+    return height * math.exp(0.5 * (lo + hi))
+
+
+def draw_family(seed: int) -> str:
+    """The family :func:`generate_material` picks for ``seed`` when none is given (cheap: no maps)."""
+    return random.Random(derive_seed(seed, "family")).choice(sorted(FAMILIES))
 
 
 def generate_material(
@@ -373,16 +649,33 @@ def generate_material(
 
     Returns:
         The material, with maps (C, R, R) in their ranges (albedo and roughness clamped to
-        physically plausible [0.02, 0.98] and [0.02, 1]).
+        physically plausible [0.02, 0.98] and [0.02, 1]). On top of the family's own pattern the
+        seed draws the relief (mean normal tilt, :data:`RELIEF_TILT_DEG`), an optional re-tint
+        and weathering :data:`LAYERS` (recorded in ``params``).
     """
     if resolution < 8:
         raise ValueError(f"generate_material: resolution={resolution}, expected >= 8")
     if family is None:
-        family = random.Random(derive_seed(seed, "family")).choice(sorted(FAMILIES))
+        family = draw_family(seed)
     elif family not in FAMILIES:
         raise ValueError(f"family={family!r}; choose one of {sorted(FAMILIES)}")
     builder = _Builder(seed, resolution, offset)
-    albedo, roughness, metallic, height = FAMILIES[family](builder)
+    layers: Maps = FAMILIES[family](builder)
+    expanded = (
+        layers[0].expand(3, resolution, resolution),
+        *(m.expand(resolution, resolution) for m in layers[1:]),
+    )
+    albedo, roughness, metallic, height = expanded
+    if builder.rng.random() < RECOLOUR_PROBABILITY:
+        albedo = _recolour(builder, albedo, metallic)
+    layers = (albedo, roughness, metallic, _set_relief(builder, family, height))
+    applied = []
+    for name, (probability, layer) in LAYERS.items():
+        if builder.rng.random() < probability:
+            layers = layer(builder, layers)
+            applied.append(name)
+    builder.params["layers"] = applied
+    albedo, roughness, metallic, height = layers
     # Bumps scale with the map's world size (2 units): slope = dh/dx in world units.
     normal = height_to_normal(height[None, None], strength=resolution / 2.0)[0]
     maps = {

@@ -27,7 +27,7 @@ from neuropbr.render.brdf import Surface
 from neuropbr.render.camera import AlignedCamera, Camera, PerspectiveCamera
 from neuropbr.render.color import apply_exposure
 from neuropbr.render.lights import DirectionalLight, EnvironmentLight, Light, PointLight, procedural_sky
-from neuropbr.render.materials import Material, generate_material
+from neuropbr.render.materials import Material, draw_family, generate_material
 from neuropbr.render.renderer import develop, shade_surface
 from neuropbr.utils.seeding import derive_seed
 
@@ -55,6 +55,13 @@ def _light_colour(rng: random.Random) -> list[float]:
     rgb = [w + (c - w) * t for w, c in zip(warm, cool)]
     luma = sum(c * k for c, k in zip(rgb, _LUMA))
     return [c / luma for c in rgb]
+
+
+def _white_balance(rng: random.Random) -> list[float]:
+    """Per-channel gains of a camera's white balance error, luminance 1 (up to ~+-12 % per channel)."""
+    gains = [1.0 + rng.uniform(-0.12, 0.12) for _ in range(3)]
+    luma = sum(g * k for g, k in zip(gains, _LUMA))
+    return [g / luma for g in gains]
 
 
 def _direction(elevation_deg: float, azimuth_deg: float) -> list[float]:
@@ -134,17 +141,35 @@ def _draw_lights(
     """One view's lighting: a key light (flash, point or sun) plus environment fill."""
     key = rng.uniform(0.55, 0.85) * math.pi  # irradiance of the key light at the centre
     fill = key * rng.uniform(0.15, 0.45)
-    setups = ["flash", "point", "sun"] if not hdr else ["flash", "point", "environment"]
-    setup = rng.choices(setups, weights=[0.35, 0.35, 0.3])[0]
+    third = "sun" if not hdr else "environment"
+    setups = ["flash", "point", third, "multi", "area"]
+    setup = rng.choices(setups, weights=[0.3, 0.25, 0.2, 0.15, 0.1])[0]
     lights: list[dict[str, Any]] = []
     if setup == "flash":  # a phone flash next to the lens
         eye = _camera_eye(camera_spec)
         position = [eye[0] + rng.uniform(-0.15, 0.15), eye[1] + rng.uniform(-0.15, 0.15), eye[2]]
         lights.append(_point_light(position, key, _light_colour(rng)))
     elif setup == "point":
+        # Near lights too (height down to 0.8): strong fall-off and raking angles across the sample.
         radius, azimuth = rng.uniform(0.0, 2.5), rng.uniform(0.0, 2.0 * math.pi)
-        position = [radius * math.cos(azimuth), radius * math.sin(azimuth), rng.uniform(1.5, 4.0)]
+        position = [radius * math.cos(azimuth), radius * math.sin(azimuth), rng.uniform(0.8, 4.0)]
         lights.append(_point_light(position, key, _light_colour(rng)))
+    elif setup == "multi":  # several lamps in a room, each with its own colour and share
+        count = rng.choice([2, 3])
+        shares = [rng.uniform(0.3, 1.0) for _ in range(count)]
+        for share in shares:
+            radius, azimuth = rng.uniform(0.5, 3.0), rng.uniform(0.0, 2.0 * math.pi)
+            position = [radius * math.cos(azimuth), radius * math.sin(azimuth), rng.uniform(1.0, 4.0)]
+            lights.append(_point_light(position, key * share / sum(shares), _light_colour(rng)))
+    elif setup == "area":  # a softbox or window: a grid of points over a rectangle, soft highlights
+        centre_r, azimuth = rng.uniform(0.0, 2.0), rng.uniform(0.0, 2.0 * math.pi)
+        centre = [centre_r * math.cos(azimuth), centre_r * math.sin(azimuth), rng.uniform(1.5, 3.5)]
+        half = rng.uniform(0.3, 0.9)
+        colour = _light_colour(rng)
+        for dx in (-half, half):
+            for dy in (-half, half):
+                position = [centre[0] + dx, centre[1] + dy, centre[2]]
+                lights.append(_point_light(position, key / 4.0, colour))
     elif setup == "sun":
         sun = _direction(rng.uniform(20.0, 75.0), rng.uniform(0.0, 360.0))
         colour = [1.0, rng.uniform(0.9, 1.0), rng.uniform(0.8, 0.95)]
@@ -216,7 +241,9 @@ def draw_sample(
                 "camera": camera_spec,
                 "setup": setup,
                 "lights": lights,
-                "exposure_ev": _round(rng.uniform(-0.4, 0.4)),
+                # Auto-exposure and white balance of a phone differ from shot to shot.
+                "exposure_ev": _round(rng.uniform(-1.0, 1.0)),
+                "white_balance": _round(_white_balance(rng)),
                 "tonemap": "aces",
                 "artifacts": screen,
             }
@@ -322,6 +349,8 @@ def render_sample(
         camera, lights = build_camera(view["camera"]), build_lights(view["lights"], environment)
         radiance = shade_surface(surface, camera, lights, resolution=resolution)
         radiance = apply_exposure(radiance, view["exposure_ev"])
+        if "white_balance" in view:  # specs written before white balance was drawn have none
+            radiance = radiance * torch.tensor(view["white_balance"], dtype=radiance.dtype).view(1, 3, 1, 1)
         for variant in variants:
             image = radiance[row[variant] : row[variant] + 1]
             if variant == "dirty":
@@ -375,6 +404,10 @@ class SyntheticGenerator:
 
     def material_index(self, index: int) -> int:
         return index // self.samples_per_material
+
+    def material_family(self, material_index: int) -> str:
+        """The family of material ``material_index``, without generating its maps."""
+        return draw_family(derive_seed(self.seed, "synthetic-material", material_index))
 
     def material(self, material_index: int) -> Material:
         """The procedural material ``material_index``."""
