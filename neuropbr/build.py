@@ -6,6 +6,10 @@ config key has to match another by hand.
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate as _instantiate
@@ -56,3 +60,95 @@ def build_datamodule(cfg: DictConfig) -> Any:
     (e.g. 1024 px views -> 2048 px maps) is trained against maps of its output size.
     """
     return instantiate(cfg.data, map_resolution=cfg.data.resolution * cfg.decoder.get("sr_scale", 1))
+
+
+# --- configs from untrusted files (checkpoints) ---------------------------------------------------
+
+
+class UnregisteredTargetError(ValueError):
+    """A config names a ``_target_`` that is not one of the project's registered components."""
+
+
+def _targets(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every ``_target_`` in a nested container, at any depth."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if key == "_target_":
+                yield dotted, value
+            else:
+                yield from _targets(value, f"{dotted}.")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _targets(value, f"{prefix}{index}.")
+
+
+_PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
+
+
+@functools.cache
+def registered_targets() -> dict[str, frozenset[str]]:
+    """Every component the project registers, by the key that names it.
+
+    The targets of the group schemas in :mod:`neuropbr.config` (``encoder._target_``:
+    ``...TimmEncoder``, ``data.augment._target_``: ``...Augmentation``, ...) and of the options in
+    ``conf/`` (``fusion=max`` names ``...MaxFusion``).
+
+    Returns:
+        ``{dotted key: targets allowed there}``.
+    """
+    from neuropbr.config import _SCHEMAS, config_dir
+
+    allowed: dict[str, set[str]] = {}
+
+    def add(tree: Any, prefix: str) -> None:
+        for key, value in _targets(tree, prefix):
+            if isinstance(value, str) and value != "???":
+                allowed.setdefault(key, set()).add(value)
+
+    for group, schemas in _SCHEMAS.items():
+        for schema in schemas.values():
+            add(OmegaConf.to_container(OmegaConf.structured(schema), resolve=False), f"{group}.")
+    for path in sorted(Path(config_dir()).glob("*/*.yaml")):
+        text = path.read_text()
+        package = _PACKAGE.search(text)
+        prefix = path.parent.name if package is None else package.group(1)
+        if prefix in ("_group_", path.parent.name):
+            prefix = f"{path.parent.name}."
+        elif prefix == "_global_":
+            prefix = ""
+        else:  # e.g. hydra.launcher: never part of a job's config
+            continue
+        tree = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+        if isinstance(tree, dict):
+            tree.pop("defaults", None)
+            add(tree, prefix)
+    return {key: frozenset(values) for key, values in allowed.items()}
+
+
+def check_registered_targets(config: Mapping[str, Any]) -> None:
+    """Refuse a config (e.g. one stored in a checkpoint) that names anything but the project's own
+    components: building it through ``instantiate`` would construct or call whatever it names.
+
+    Args:
+        config: a plain nested config.
+
+    Raises:
+        UnregisteredTargetError: one line per offending ``_target_`` with its key and value.
+    """
+    allowed = registered_targets()
+    refused = []
+    for key, value in _targets(config):
+        if value is None:  # discriminator=none: nothing is built
+            continue
+        if key not in allowed:
+            refused.append(f"{key}={value!r} (no component is registered at this key)")
+        elif value not in allowed[key]:
+            refused.append(f"{key}={value!r} (expected one of {sorted(allowed[key])})")
+    if refused:
+        raise UnregisteredTargetError(
+            "names components that are not NeuroPBR's own, so nothing was built: "
+            + "; ".join(refused)
+            + ". A checkpoint may only rebuild the components registered in neuropbr/config.py and "
+            "conf/; one from an untrusted source may have been crafted to run code"
+        )

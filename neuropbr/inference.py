@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from neuropbr.build import build_generator
+from neuropbr.build import UnregisteredTargetError, build_generator, check_registered_targets
 from neuropbr.data.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -123,7 +123,8 @@ def load_generator(
         The :class:`LoadedGenerator`.
 
     Raises:
-        CheckpointError: missing/unreadable file, no stored config, a config that cannot be built,
+        CheckpointError: missing/unreadable file, no stored config, a config naming a component
+            that is not the project's own (nothing is built then), a config that cannot be built,
             or weights that do not match the generator of the stored config (every missing,
             unexpected and mis-shaped key is listed).
     """
@@ -142,6 +143,12 @@ def load_generator(
             f"checkpoint={path}: its stored config lacks {missing} (expected the groups "
             f"{list(_MODEL_GROUPS)}; found {sorted(config)})"
         )
+    try:
+        # Before anything is built: the stored config is data from a file, and instantiate
+        # would construct whatever it names.
+        check_registered_targets(config)
+    except UnregisteredTargetError as err:
+        raise CheckpointError(f"checkpoint={path}: its stored config {err}") from None
     train_cfg = OmegaConf.create(dict(config))
     if "pretrained" in train_cfg.encoder:
         # The checkpoint's weights replace the backbone's anyway: never fetch pretrained ones.
