@@ -124,6 +124,7 @@ def test_data_options_build(compose_cfg: Callable[..., DictConfig], tmp_path: Pa
         ("loss.gan_type=wgan", "loss.gan_type"),
         ("tracking.uri=[1,2]", "tracking.uri"),
         ("optimized_metric_mode=up", "optimized_metric_mode"),
+        ("scheduler.warmup_steps=many", "scheduler.warmup_steps"),
     ],
 )
 def test_bad_overrides_fail_at_compose_time_naming_the_key(

@@ -290,6 +290,12 @@ class Trainer:
             )
         return self._budget_spent() or self._stop_signal is not None
 
+    def _count_scheduler_step(self) -> None:
+        """Schedules count optimizer steps (a step warmup raises the lr at each one)."""
+        for scheduler in (self.g_scheduler, self.d_scheduler):
+            if scheduler is not None and hasattr(scheduler, "batch_step"):
+                scheduler.batch_step()
+
     def _log_window(self, window: dict[str, list[Tensor]], samples: int, seconds: float) -> dict[str, float]:
         keys = list(window)
         means = torch.stack([torch.stack(window[k]).float().mean() for k in keys]).tolist()  # one sync
@@ -329,6 +335,7 @@ class Trainer:
             )
             self.step += 1
             self.batch_in_epoch += 1
+            self._count_scheduler_step()
             window_samples += batch["views"].shape[0]
             for key, value in logs.items():
                 window[key].append(value)
@@ -543,9 +550,10 @@ class Trainer:
         self.g_optimizer.load_state_dict(state["g_optimizer"])
         if self.d_optimizer is not None and state.get("d_optimizer") is not None:
             self.d_optimizer.load_state_dict(state["d_optimizer"])
-        self.g_scheduler.load_state_dict(state["g_scheduler"])
+        # A schedule saved before step counting existed resumes at the trainer's step.
+        self.g_scheduler.load_state_dict({"steps": state["step"], **state["g_scheduler"]})
         if self.d_scheduler is not None and state.get("d_scheduler") is not None:
-            self.d_scheduler.load_state_dict(state["d_scheduler"])
+            self.d_scheduler.load_state_dict({"steps": state["step"], **state["d_scheduler"]})
         for name, scaler in (("g_scaler", self.g_scaler), ("d_scaler", self.d_scaler)):
             saved = state.get(name) or {}
             if scaler.is_enabled() and saved:
