@@ -7,6 +7,12 @@ was found, 0 otherwise. Takes the ``data.*`` keys of ``data=folder``::
 
     python -m neuropbr.data.check data.root=/data/pbr data.num_views=3 data.renders=both
 
+``library=DIR`` checks a material library instead (:mod:`neuropbr.data.library`): the
+materials found, the file chosen for every map, every default and conversion, and every problem
+as ``material | path | problem``::
+
+    python -m neuropbr.data.check library=/data/ambientcg [layout=my_layout.yaml]
+
 Writes nothing (no outputs/ folder, no log file).
 """
 
@@ -104,9 +110,16 @@ def format_report(scan: ScanResult, resolution: int | None = None) -> str:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="check")
 def main(cfg: DictConfig) -> None:
     """Entry point: scan ``cfg.data.root`` deeply, print the report, exit 1 on any problem."""
+    if cfg.get("library"):
+        from neuropbr.data.library import format_library_report, scan_library
+
+        library = scan_library(os.path.expanduser(str(cfg.library)), layout=cfg.get("layout"), deep=True)
+        print(format_library_report(library))  # noqa: T201 - the report is the CLI's output
+        sys.exit(1 if library.problems else 0)
     if OmegaConf.is_missing(cfg.data, "root"):
         print(  # noqa: T201 - CLI usage text
-            "usage: python -m neuropbr.data.check data.root=DIR [data.num_views=3 data.renders=both]",
+            "usage: python -m neuropbr.data.check data.root=DIR [data.num_views=3 data.renders=both]\n"
+            "       python -m neuropbr.data.check library=DIR [layout=layout.yaml]",
             file=sys.stderr,
         )
         sys.exit(2)
