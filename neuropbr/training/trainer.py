@@ -306,6 +306,16 @@ class Trainer:
         values["train/samples_per_sec"] = samples * self.dist.world_size / max(seconds, 1e-9)
         if self.dist.is_main:
             self.tracker.log_metrics(values, step=self.step)
+            # The same window in train.log: the losses (per-map terms and metrics stay in the tracker).
+            losses = [k for k in keys if k in ("g_loss", "d_loss") or k.startswith("loss_")]
+            log.info(
+                "step %d (epoch %d): %s, g_lr %.3g, %.1f samples/s",
+                self.step,
+                self.epoch + 1,
+                ", ".join(f"{k} {values[f'train/{k}']:.4f}" for k in losses),
+                values["train/g_lr"],
+                values["train/samples_per_sec"],
+            )
         return values
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
