@@ -174,6 +174,9 @@ class SyntheticDataConfig(DataConfig):
     camera: CameraKind = CameraKind.aligned
     #: Scale of the dirty artifacts (0 disables them).
     artifact_strength: float = 1.0
+    #: Render every sample once at start-up (all cores) and serve it from memory; epochs then
+    #: reuse the renders with fresh augmentation (much faster on a CPU, ~0.3 MB per sample at 128 px).
+    cache: bool = False
 
 
 @dataclass
@@ -230,6 +233,8 @@ class UNetEncoderConfig:
     norm: ConvNorm = ConvNorm.batch
     #: Recompute each level in the backward pass (saves activation memory).
     grad_checkpointing: bool = False
+    #: Scale each view to mean 0.5 first (one gain per view): removes the exposure.
+    exposure_norm: bool = False
 
 
 @dataclass
@@ -534,6 +539,26 @@ class SynthConfig:
     #: Replace ``out/input`` and ``out/output`` if they already hold files.
     overwrite: bool = False
     data: SynthDataConfig = field(default_factory=SynthDataConfig)
+    # --- library mode (``materials=PATH``; neuropbr/synth_library.py) ---
+    #: A material library to render instead of procedural materials (see neuropbr/data/library.py).
+    materials: str | None = None
+    #: Library mode: samples (crops, cameras, lights) per material; running again with a larger
+    #: value adds the missing samples (default: ``samples_per_material``).
+    num_samples_per_material: int | None = None
+    #: Library mode: a ``.hdr`` file or a folder of them; each sample draws one (or procedural lights).
+    hdri: str | None = None
+    #: Library mode: share of samples lit by an ``hdri`` map (the rest by the procedural lights).
+    hdri_probability: float = 0.5
+    #: Library mode: crop side as a share of the largest crop that fits, drawn log-uniformly.
+    crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
+    #: Library mode: turn crops by a random angle (normals turned with them).
+    crop_rotation: bool = True
+    #: Library mode: a mapping file other than ``<materials>/layout.yaml``.
+    layout: str | None = None
+    #: Library mode: constant for materials without a roughness map (null: the layout's, else 0.5).
+    roughness_default: float | None = None
+    #: Library mode: ``raise`` on any library problem, or ``skip`` the refused materials.
+    on_error: OnError = OnError["raise"]  # type: ignore[misc]
 
 
 # --- python -m neuropbr.infer / evaluate / export ---------------------------------------------------
@@ -609,7 +634,8 @@ class EvaluateConfig:
     data: Any = None
     #: ``val`` (the training run's validation materials), ``train`` or ``all`` samples.
     split: EvalSplit = EvalSplit.val
-    #: Metrics JSON (null: ``<checkpoint without .pth>.<split>.metrics.json`` beside the checkpoint).
+    #: Metrics JSON (null: ``<checkpoint without .pth>.<split>.<dataset>.metrics.json`` beside the
+    #: checkpoint; ``<dataset>``: root folder name or data kind, renders, hash of the data config).
     out: str | None = None
     #: Also compute the training loss (``<split>/loss``) with the checkpoint's loss config.
     #: (Not named ``loss``: that is a config group, and ``loss=false`` would select an option.)

@@ -11,6 +11,8 @@ clean or the dirty render is served. Train and validation are split by material.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,8 +23,9 @@ from torch.utils.data import Dataset
 
 from neuropbr.data.datamodule import PBRDataModule, SampleKey, unpack_key
 from neuropbr.data.split import split_samples
-from neuropbr.render.scene import CAMERAS, SyntheticGenerator
+from neuropbr.render.scene import CAMERAS, VARIANTS, SyntheticGenerator
 from neuropbr.utils.seeding import derive_seed
+from neuropbr.utils.system import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,88 @@ def sample_names(count: int, prefix: str) -> list[str]:
     """``prefix_0000`` ... zero-padded to at least 4 digits (wider for 10000+ entries)."""
     width = max(4, len(str(max(count - 1, 0))))
     return [f"{prefix}_{i:0{width}d}" for i in range(count)]
+
+
+class RenderedSamples:
+    """Every sample rendered once, held in memory: ``data.cache=true`` for synthetic data.
+
+    Rendering dominates the cost of synthetic data on a CPU (a 3-view sample takes longer than a
+    small model's training step), and the renders of sample ``i`` never change between epochs.
+    Views are stored as uint8 (as photos are), maps as float16 (well below the metrics'
+    resolution); augmentation still draws fresh flips, rotations and colour jitter every epoch.
+
+    Args:
+        generator: renders the samples.
+        indices: generator indices to render.
+        variants: ``clean`` and/or ``dirty`` renders to keep.
+        view_resolution: side of the stored views (box-filtered from the generator's resolution).
+        workers: processes rendering in parallel (default: every available core).
+    """
+
+    def __init__(
+        self,
+        generator: SyntheticGenerator,
+        indices: Sequence[int],
+        variants: Sequence[str],
+        view_resolution: int,
+        workers: int | None = None,
+    ) -> None:
+        self.variants = tuple(variants)
+        self.position = {index: i for i, index in enumerate(indices)}
+        start = time.perf_counter()
+        jobs = [(index, self.variants, view_resolution) for index in indices]
+        workers = max(1, min(workers or available_cores(), len(jobs)))
+        if workers == 1:
+            _RENDER_WORKER["generator"] = generator
+            try:
+                results = [_render_one(job) for job in jobs]
+            finally:
+                _RENDER_WORKER.clear()
+        else:
+            # spawn: workers start without the parent's thread pools; each renders on one thread.
+            with multiprocessing.get_context("spawn").Pool(
+                workers, initializer=_init_render_worker, initargs=(generator,)
+            ) as pool:
+                results = pool.map(_render_one, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+        self.views = torch.stack([views for views, _ in results])  # (N, variants, V, 3, h, w) uint8
+        self.maps = {
+            name: torch.stack([maps[name] for _, maps in results]) for name in results[0][1]
+        }  # (N, C, H, W) float16 each
+        size = self.views.nbytes + sum(m.nbytes for m in self.maps.values())
+        log.info(
+            "rendered %d synthetic samples (%s) into memory in %.1f s with %d process(es): %.0f MB",
+            len(jobs), "+".join(self.variants), time.perf_counter() - start, workers, size / 2**20,
+        )  # fmt: skip
+
+    def get(self, index: int, variant: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """Views (V, 3, h, w) float in [0, 1] and maps (C, H, W) float32 of generator sample ``index``."""
+        row = self.position[index]
+        views = self.views[row, self.variants.index(variant)].float() / 255.0
+        return views, {name: value[row].float() for name, value in self.maps.items()}
+
+
+_RENDER_WORKER: dict[str, Any] = {}
+
+
+def _init_render_worker(generator: SyntheticGenerator) -> None:
+    torch.set_num_threads(1)
+    _RENDER_WORKER["generator"] = generator
+
+
+def _render_one(job: tuple[int, tuple[str, ...], int]) -> tuple[Tensor, dict[str, Tensor]]:
+    index, variants, view_resolution = job
+    with torch.no_grad():
+        material, _, renders = _RENDER_WORKER["generator"].render(index, variants=variants)
+    views = torch.stack([renders[v] for v in variants])  # (variants, V, 3, H, W)
+    if views.shape[-1] != view_resolution:
+        views = F.interpolate(views.flatten(0, 1), size=(view_resolution,) * 2, mode="area").unflatten(
+            0, views.shape[:2]
+        )
+    quantised = (views.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    maps = {name: value.to(torch.float16) for name, value in material.maps.items()}
+    if "normal" in maps:  # float16 rounding must not leave the unit sphere
+        maps["normal"] = F.normalize(material.maps["normal"], dim=0).to(torch.float16)
+    return quantised, maps
 
 
 class SyntheticDataset(Dataset):
@@ -48,6 +133,8 @@ class SyntheticDataset(Dataset):
         augment: called as ``augment(views, maps, sample_seed)`` on each sample, or None.
         view_resolution: side of the views served when smaller than the generator's (maps keep
             the generator's resolution); None serves both at the generator's resolution.
+        rendered: samples rendered in advance (:class:`RenderedSamples`), or None to render each
+            sample when it is asked for.
     """
 
     def __init__(
@@ -60,9 +147,11 @@ class SyntheticDataset(Dataset):
         renders: str = "clean",
         augment: Augment | None = None,
         view_resolution: int | None = None,
+        rendered: RenderedSamples | None = None,
     ) -> None:
         if renders not in RENDERS:
             raise ValueError(f"data.renders={renders!r}: expected one of {list(RENDERS)}")
+        self.rendered = rendered
         self.view_resolution = view_resolution
         self.generator = generator
         self.indices = list(indices)
@@ -84,10 +173,13 @@ class SyntheticDataset(Dataset):
         position, sample_seed = unpack_key(key)
         index = self.indices[position]
         variant = self.variant(sample_seed)
-        # no_grad, not inference_mode: the tensors may later meet autograd in the training step.
-        with torch.no_grad():
-            material, _, renders = self.generator.render(index, variants=(variant,))
-        views, maps = renders[variant], material.maps  # (V, 3, H, W); (C, H, W) each
+        if self.rendered is not None:
+            views, maps = self.rendered.get(index, variant)
+        else:
+            # no_grad, not inference_mode: the tensors may later meet autograd in the training step.
+            with torch.no_grad():
+                material, _, renders = self.generator.render(index, variants=(variant,))
+            views, maps = renders[variant], material.maps  # (V, 3, H, W); (C, H, W) each
         if self.view_resolution is not None and views.shape[-1] != self.view_resolution:
             # A super-resolving decoder: the camera sees the material at a lower resolution
             # than the maps (box filter = pixels integrating over several texels).
@@ -122,6 +214,8 @@ class SyntheticDataModule(PBRDataModule):
         artifact_strength: scale of the dirty artifacts (0 disables them).
         map_resolution: side of the target maps (build-time: ``data.resolution * decoder.sr_scale``);
             materials are rendered at this size and the views box-filtered down to ``resolution``.
+        cache: render every sample once at :meth:`setup` (all cores) and serve it from memory
+            (:class:`RenderedSamples`); without it every epoch renders every sample again.
         split: ``material`` or ``family`` (hold out whole procedural families).
         val_families: with ``split=family``, the families to hold out (default: seeded draw).
     """
@@ -145,6 +239,7 @@ class SyntheticDataModule(PBRDataModule):
         camera: str = "aligned",
         artifact_strength: float = 1.0,
         map_resolution: int | None = None,
+        cache: bool = False,
         split: str = "material",
         val_families: Sequence[str] | None = None,
     ) -> None:
@@ -192,6 +287,7 @@ class SyntheticDataModule(PBRDataModule):
         self.samples_per_material = samples_per_material
         self.camera = camera
         self.artifact_strength = artifact_strength
+        self.cache = cache
         self.families: dict[str, list[str]] = {}  # train/val families, set by setup()
         self.generator = SyntheticGenerator(
             resolution=self.map_resolution,
@@ -216,21 +312,26 @@ class SyntheticDataModule(PBRDataModule):
             "val": sorted({families[i] for i in val_idx}),
         }
 
+        rendered = None
+        if self.cache:
+            variants = VARIANTS if self.renders == "both" else (self.renders,)
+            rendered = RenderedSamples(self.generator, range(self.num_samples), variants, self.resolution)
+
         def dataset(indices: list[int], augment: Augment | None) -> SyntheticDataset:
             return SyntheticDataset(
                 self.generator, indices, sample_names=samples, material_names=materials, renders=self.renders,
-                augment=augment, view_resolution=self.resolution,
+                augment=augment, view_resolution=self.resolution, rendered=rendered,
             )  # fmt: skip
 
         self.train_set = dataset(train_idx, self.augment)
         self.val_set = dataset(val_idx, None)  # validation is never augmented
         log.info(
-            "synthetic data: %d samples of %d materials, %s renders, %s camera, %d views at %d px, "
-            "generated on the fly",
+            "synthetic data: %d samples of %d materials, %s renders, %s camera, %d views at %d px, %s",
             self.num_samples,
             len(materials),
             self.renders,
             self.camera,
             self.num_views,
             self.resolution,
+            "rendered once, served from memory" if rendered is not None else "rendered on the fly",
         )

@@ -44,6 +44,10 @@ class UNetEncoder(nn.Module):
         norm: ``"batch"``, ``"instance"`` or ``"none"``.
         grad_checkpointing: recompute each level in the backward pass instead of storing its
             activations.
+        exposure_norm: scale each view to mean 0.5 before encoding. Photos of one material differ
+            in exposure and white balance from shot to shot (a phone's auto-exposure), so the
+            absolute level says little about albedo; normalising removes that nuisance and keeps
+            the view's contrast, colour ratios and shading.
     """
 
     def __init__(
@@ -52,8 +56,10 @@ class UNetEncoder(nn.Module):
         downsample: str = "maxpool",
         norm: str = "batch",
         grad_checkpointing: bool = False,
+        exposure_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.exposure_norm = exposure_norm
         channels = [int(c) for c in channels]
         if len(channels) < 2 or min(channels) < 1:
             raise ValueError(
@@ -81,7 +87,9 @@ class UNetEncoder(nn.Module):
             ``[(N, out_channels[i], H / reductions[i], W / reductions[i])]``, finest first.
         """
         check_shape(x, "N 3 H W", "encoder input")
-        x = (x - 0.5) / 0.5  # (N, 3, H, W) in [-1, 1]
+        if self.exposure_norm:  # one gain per view: removes exposure, keeps the colour ratios
+            x = x * (0.5 / x.mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-3))  # (N, 3, H, W), mean 0.5
+        x = (x - 0.5) / 0.5  # (N, 3, H, W), [-1, 1] for the views' typical range
         features = []
         for level in self.levels:
             if self.grad_checkpointing and torch.is_grad_enabled():
