@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from neuropbr.data.sampling import EpochSampler
 from neuropbr.utils.seeding import derive_seed
+from neuropbr.utils.signals import ignore_stop_signals_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ class PBRDataModule(ABC):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=False,
+            # Ctrl-C, timeout or SLURM signal the whole process group: stopping is the main
+            # process's job (it saves first), a worker killed by the signal would crash the step.
+            worker_init_fn=ignore_stop_signals_in_worker,
         )
 
     def train_dataloader(self, rank: int = 0, world_size: int = 1) -> DataLoader:
