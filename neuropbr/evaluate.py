@@ -15,16 +15,20 @@ augmented.
 
 What it reports: every key of :mod:`neuropbr.metrics` plus the training loss (``compute_loss=true``), as
 ``<split>/<key>`` (``val/overall_psnr``, ``val/loss``: the names the training run logs), printed
-as a table, written as JSON (``out=``, default ``<checkpoint without .pth>.<split>.metrics.json``
-beside the checkpoint) and logged to MLflow (``tracking=none`` disables) as its own run in the
+as a table, written as JSON (``out=``, default
+``<checkpoint without .pth>.<split>.<dataset>.metrics.json`` beside the checkpoint, where
+``<dataset>`` names the data, so scoring another dataset writes another file: see
+:func:`default_report_path`) and logged to MLflow (``tracking=none`` disables) as its own run in the
 training run's experiment, nested under it (``mlflow.parentRunId``) and tagged
 ``training_run_id``, with the JSON as an artifact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -130,6 +134,35 @@ def select_split(datamodule: Any, split: str) -> Dataset:
             "the dataset may have too few materials for a validation split; use split=all"
         )
     return dataset
+
+
+#: Data keys that change how fast samples load, not which samples are scored nor their values
+#: (``cache`` is not one: cached images are stored at 8 bits).
+_LOADING_KEYS = frozenset({"batch_size", "num_workers", "pin_memory", "persistent_workers", "cache_dir"})
+
+
+def default_report_path(checkpoint: Path, split: str, data: Mapping[str, Any]) -> Path:
+    """``<checkpoint without .pth>.<split>.<dataset>.metrics.json`` beside the checkpoint.
+
+    ``<dataset>`` is ``<root folder name or data kind>-<renders>-<hash>``: the hash covers the
+    resolved data config (absolute root, renders, resolution, views, seed, val ratio, ...; not the
+    loading keys), so two datasets, or two render choices of one, never share a file, and scoring
+    the same data again replaces its own file.
+
+    Args:
+        checkpoint: the checkpoint scored.
+        split: ``val``, ``train`` or ``all``.
+        data: the resolved data config the scores are taken on.
+    """
+    identity = {key: value for key, value in data.items() if key not in _LOADING_KEYS}
+    if identity.get("root"):
+        identity["root"] = str(Path(str(identity["root"])).expanduser().resolve())
+        source = Path(identity["root"]).name
+    else:  # synthetic data: the data module's kind
+        source = str(identity.get("_target_", "data")).rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{source}-{identity.get('renders', 'clean')}-{digest}")
+    return checkpoint.with_suffix(f".{split}.{tag}.metrics.json")
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -252,8 +285,9 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     metrics = {f"{split}/{key}": value for key, value in values.items()}
     log.info("scored %d samples in %.1f s", count, time.perf_counter() - start)
 
-    out = Path(cfg.out) if cfg.out else model.checkpoint.with_suffix(f".{split}.metrics.json")
     data = OmegaConf.to_container(data_cfg.data, resolve=True)
+    assert isinstance(data, dict)
+    out = Path(cfg.out) if cfg.out else default_report_path(model.checkpoint, split, data)
     report: dict[str, Any] = {
         "checkpoint": str(model.checkpoint.resolve()),
         "weights": model.weights,

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import DictConfig
 from PIL import Image
 
-from neuropbr.evaluate import evaluate, explicit_keys
+from neuropbr.evaluate import default_report_path, evaluate, explicit_keys
 from neuropbr.metrics import PER_SAMPLE_KEYS
 from neuropbr.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -74,7 +74,7 @@ def test_val_split_reproduces_the_training_runs_validation(
     assert set(report["metrics"]) == {f"val/{key}" for key in METRIC_KEYS}
     assert report["num_samples"] == 1 and report["split"] == "val"
     assert report["data"]["resolution"] == 64 and report["data"]["augment"]["enabled"] is False
-    written = checkpoint.with_suffix(".val.metrics.json")
+    (written,) = checkpoint.parent.glob(f"{checkpoint.stem}.val.synthetic-clean-*.metrics.json")
     assert report["json"] == str(written.resolve())
     assert json.loads(written.read_text())["metrics"] == report["metrics"]
 
@@ -148,7 +148,8 @@ def test_mlflow_run_is_nested_under_the_training_run(
     assert run.data.params["checkpoint"] == str(linked.resolve()) and run.data.params["split"] == "all"
     assert run.data.metrics["all/overall_psnr"] == pytest.approx(report["metrics"]["all/overall_psnr"])
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")]
-    assert artifacts == ["evaluation/linked.all.metrics.json"]
+    assert artifacts == [f"evaluation/{Path(report['json']).name}"]
+    assert Path(report["json"]).name.startswith("linked.all.synthetic-clean-")
 
 
 def test_cli_prints_the_table_and_writes_only_the_json(checkpoint: Path, tmp_path: Path) -> None:
@@ -184,3 +185,49 @@ def test_cli_prints_the_table_and_writes_only_the_json(checkpoint: Path, tmp_pat
         assert row in proc.stdout
     assert sorted(p.name for p in cwd.iterdir()) == ["metrics.json"]  # no outputs/, .hydra/, log, mlflow.db
     assert json.loads((cwd / "metrics.json").read_text())["num_samples"] == 8
+
+
+def test_default_json_names_the_dataset_so_a_second_dataset_does_not_overwrite_the_first(
+    run_evaluate: Callable[..., dict], checkpoint: Path, tmp_path: Path
+) -> None:
+    for name in ("studio", "outdoor"):
+        _write_folder_dataset(tmp_path / name / "pbr", num_materials=2 if name == "studio" else 3)
+    reports = {
+        name: run_evaluate(
+            "tracking=none", "data=folder", f"data.root={tmp_path / name / 'pbr'}", "split=all"
+        )
+        for name in ("studio", "outdoor")
+    }
+    # The same folder name under two roots: two files, each holding its own dataset's scores.
+    paths = {name: Path(report["json"]) for name, report in reports.items()}
+    assert paths["studio"] != paths["outdoor"]
+    for name, path in paths.items():
+        assert path.parent == checkpoint.parent and path.name.startswith(f"{checkpoint.stem}.all.pbr-clean-")
+        written = json.loads(path.read_text())
+        assert written["data"]["root"] == str(tmp_path / name / "pbr")
+        assert written["num_samples"] == reports[name]["num_samples"] == (2 if name == "studio" else 3)
+    # Scoring one dataset again (other loading settings) replaces its own file.
+    again = run_evaluate(
+        "tracking=none", "data=folder", f"data.root={tmp_path / 'studio' / 'pbr'}", "split=all",
+        "data.batch_size=1", "data.num_workers=0",
+    )  # fmt: skip
+    assert Path(again["json"]) == paths["studio"]
+
+
+def test_default_report_path_separates_renders_and_resolutions(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "best_model.pth"
+    data = {"_target_": "neuropbr.data.folder.FolderDataModule", "root": "pbr", "renders": "clean",
+            "resolution": 64, "batch_size": 4}  # fmt: skip
+    clean = default_report_path(checkpoint, "all", data)
+    dirty = default_report_path(checkpoint, "all", {**data, "renders": "dirty"})
+    smaller = default_report_path(checkpoint, "all", {**data, "resolution": 32})
+    assert clean.name.startswith("best_model.all.pbr-clean-")
+    assert dirty.name.startswith("best_model.all.pbr-dirty-")
+    assert len({clean, dirty, smaller}) == 3 and clean.parent == tmp_path
+    assert default_report_path(checkpoint, "all", {**data, "batch_size": 1}) == clean
+    # A relative root names the folder it resolves to from here.
+    assert default_report_path(checkpoint, "all", {**data, "root": str(Path.cwd() / "pbr")}) == clean
+    synthetic = default_report_path(
+        checkpoint, "val", {"_target_": "neuropbr.data.synthetic.SyntheticDataModule"}
+    )
+    assert synthetic.name.startswith("best_model.val.synthetic-clean-")
