@@ -572,6 +572,15 @@ class EvalSplit(str, Enum):
     all = "all"
 
 
+class OutputNaming(str, Enum):
+    """Batch inference's output folders: by material (from ``render_metadata.json``), by sample,
+    or ``auto`` (by material when the metadata lists every sample, else by sample)."""
+
+    auto = "auto"
+    material = "material"
+    sample = "sample"
+
+
 class ExportFormat(str, Enum):
     """``onnx`` (dynamo exporter), ``torchscript`` (``torch.jit.trace`` -> ``.pt``) or ``pt2``
     (``torch.export`` ExportedProgram)."""
@@ -590,10 +599,14 @@ class InferConfig:
     #: The V view images of one sample (aligned photos of the same material), in any order.
     views: list[str] | None = None
     #: Batch mode instead of ``views``: a dataset root in the folder layout
-    #: (``input_dir/input/{clean,dirty}/<sample>/{0..V-1}.png``); writes ``out/<sample>/``.
+    #: (``input_dir/input/{clean,dirty}/<sample>/{0..V-1}.png``); see ``naming`` for the folders.
     input_dir: str | None = None
-    #: Batch mode: which render folder to read; ``both`` writes ``out/{clean,dirty}/<sample>/``.
+    #: Batch mode: which render folder to read; ``both`` writes ``out/{clean,dirty}/...``.
     renders: Renders = Renders.clean
+    #: Batch mode: ``material`` writes ``out/<material>/`` (one sample per material) or
+    #: ``out/<material>/<sample>/`` (several), from ``input/render_metadata.json``; ``sample``
+    #: writes ``out/<sample>/``; ``auto``: material when the metadata lists every sample.
+    naming: OutputNaming = OutputNaming.auto
     #: Output folder (created).
     out: str = "maps"
     #: ``[W, H]`` of the written maps (null: the size of the input views).

@@ -14,7 +14,10 @@ as overlapping tiles at their own scale) and the maps are written at the views' 
 ``normal.png`` (``(n + 1) / 2``, OpenGL +Y up unless ``normal_convention=directx``), 8-bit or
 ``bit_depth=16``; ``preview=true`` adds ``preview.png``, the material rendered under a point
 light. Batch mode (``input_dir=``) reads a dataset root in the folder layout and writes
-``out/<sample>/``. Nothing else is written (no run directory, no log file).
+``out/<material>/`` (one sample per material in ``input/render_metadata.json``, so the maps pair
+with ``output/<material>/``), ``out/<material>/<sample>/`` (several) or ``out/<sample>/``
+(``naming=sample``, or no metadata): see :func:`~neuropbr.inference.output_folders`. Nothing else
+is written (no run directory, no log file).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from neuropbr.inference import (
     LoadedGenerator,
     find_samples,
     load_generator,
+    output_folders,
     parse_size,
     predict_resized,
     predict_tiled,
@@ -105,7 +109,7 @@ def infer(cfg: DictConfig) -> list[Path]:
         cfg: the composed ``conf/infer.yaml``.
 
     Returns:
-        Every folder maps were written to (``out``, or ``out/<sample>`` per sample in batch mode).
+        Every folder maps were written to (``out``, or one per sample in batch mode).
 
     Raises:
         ValueError: bad keys or inputs (the message names the key, what was expected and got).
@@ -136,10 +140,11 @@ def infer(cfg: DictConfig) -> list[Path]:
         return [out]
     renders = choice(cfg.renders)
     samples = find_samples(cfg.input_dir, model.num_views, renders)
+    # With renders=both a name may exist in clean/ and dirty/: output_folders keeps them apart.
+    relative = output_folders(samples, cfg.input_dir, choice(cfg.naming), renders)
     folders = []
-    for index, sample in enumerate(samples, 1):
-        # With renders=both a name may exist in clean/ and dirty/: keep them apart.
-        folder = out / sample.variant / sample.name if renders == "both" else out / sample.name
+    for index, (sample, rel) in enumerate(zip(samples, relative), 1):
+        folder = out / rel
         maps = predict_sample(model, cfg, sample.views, f"input_dir ({sample.variant}/{sample.name})")
         _write_sample(maps, folder, cfg)
         folders.append(folder)

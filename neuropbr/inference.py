@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from neuropbr.build import UnregisteredTargetError, build_generator, check_registered_targets
+from neuropbr.data.index import METADATA_FILE, read_metadata
 from neuropbr.data.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -279,6 +281,70 @@ def find_samples(root: str | Path, num_views: int, renders: str = "clean") -> li
     if not samples:
         raise ValueError(f"input_dir={root}: no sample folders under {[str(f) for f in folders]}")
     return samples
+
+
+def output_folders(
+    samples: Sequence[SampleViews], root: str | Path, naming: str = "auto", renders: str = "clean"
+) -> list[Path]:
+    """Where batch inference writes each sample's maps, relative to ``out``.
+
+    ``naming=material`` names folders after the materials of ``root/input/render_metadata.json``:
+    ``<material>/`` when every material has one sample (the layout of ``root/output/``, so
+    predictions and ground truth pair by name), ``<material>/<sample>/`` for every sample when
+    some material has several. ``sample`` gives ``<sample>/``; ``auto`` is ``material`` when the
+    metadata exists and lists every sample, else ``sample``. ``renders=both`` puts each variant
+    in its own ``clean/`` or ``dirty/`` folder first.
+
+    Args:
+        samples: from :func:`find_samples`.
+        root: the dataset root (``input_dir``).
+        naming: ``auto``, ``material`` or ``sample``.
+        renders: ``clean``, ``dirty`` or ``both``.
+
+    Returns:
+        One relative folder per sample, in the order of ``samples``.
+
+    Raises:
+        ValueError: ``naming=material`` without the metadata file, or with samples it does not list.
+        DatasetError: an unreadable metadata file or an invalid material name.
+    """
+    if naming not in ("auto", "material", "sample"):
+        raise ValueError(f"naming={naming!r}: choose auto, material or sample")
+    prefix = [Path(s.variant) if renders == "both" else Path() for s in samples]
+    by_sample = [p / s.name for p, s in zip(prefix, samples)]
+    if naming == "sample":
+        return by_sample
+    path = Path(root).expanduser() / "input" / METADATA_FILE
+    if not path.is_file():
+        if naming == "material":
+            raise ValueError(
+                f"naming=material: {path} is missing (it maps each sample to its material, "
+                '{"<sample>": "<material>"}); use naming=sample'
+            )
+        log.info("naming=auto: no %s, so one folder per sample (out/<sample>/)", path)
+        return by_sample
+    metadata = read_metadata(path, hint="Fix it, or pass naming=sample to name the outputs by sample.")
+    unlisted = sorted({s.name for s in samples if s.name not in metadata})
+    if unlisted:
+        listing = ", ".join(unlisted[:5]) + (f" (+{len(unlisted) - 5} more)" if len(unlisted) > 5 else "")
+        if naming == "material":
+            raise ValueError(
+                f"naming=material: {len(unlisted)} sample(s) are not in {path}: {listing}; add them "
+                "or use naming=sample"
+            )
+        log.warning("naming=auto: %s does not list %s; one folder per sample instead", path, listing)
+        return by_sample
+    per_material = Counter((s.variant, metadata[s.name]) for s in samples)
+    several = any(count > 1 for count in per_material.values())
+    log.info(
+        "naming=%s: %s (materials from %s)",
+        naming,
+        "out/<material>/<sample>/ (some materials have several samples)" if several else "out/<material>/",
+        path,
+    )
+    return [
+        p / metadata[s.name] / s.name if several else p / metadata[s.name] for p, s in zip(prefix, samples)
+    ]
 
 
 def parse_size(size: Sequence[int] | None, key: str = "size") -> tuple[int, int] | None:

@@ -7,6 +7,7 @@ tiling tests use a fully convolutional tiny generator instead (see ``conv_model`
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import struct
 import subprocess
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -29,8 +31,10 @@ from neuropbr.config import config_dir, register_configs
 from neuropbr.infer import infer
 from neuropbr.inference import (
     LoadedGenerator,
+    SampleViews,
     blend_window,
     load_generator,
+    output_folders,
     predict_resized,
     read_views,
     render_preview,
@@ -203,6 +207,86 @@ def test_batch_mode_writes_one_folder_per_sample(
         "dirty/sample_0000",
     ]
     assert all(sorted(p.name for p in f.iterdir()) == sorted(MAP_FILES) for f in both)
+
+
+def _write_metadata(root: Path, mapping: dict[str, str]) -> None:
+    (root / "input" / "render_metadata.json").write_text(json.dumps(mapping))
+
+
+def test_batch_mode_names_folders_by_material_from_the_metadata(
+    infer_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    _write_dataset(root)
+    _write_metadata(root, {"sample_0000": "brick", "sample_0001": "oak"})
+    folders = infer(infer_cfg(f"input_dir={root}"))  # naming=auto: one sample per material
+    assert [f.relative_to(tmp_path / "maps").as_posix() for f in folders] == ["brick", "oak"]
+    assert all(sorted(p.name for p in f.iterdir()) == sorted(MAP_FILES) for f in folders)
+    with Image.open(tmp_path / "maps" / "oak" / "albedo.png") as img:  # sample_0001's own size
+        assert img.size == (80, 48)
+    by_sample = infer(infer_cfg(f"input_dir={root}", f"out={tmp_path / 'by_sample'}", "naming=sample"))
+    assert [f.name for f in by_sample] == ["sample_0000", "sample_0001"]
+    both = infer(infer_cfg(f"input_dir={root}", f"out={tmp_path / 'both'}", "renders=both"))
+    assert [f.relative_to(tmp_path / "both").as_posix() for f in both] == [
+        "clean/brick",
+        "clean/oak",
+        "dirty/brick",
+    ]
+
+
+def _samples(*names: str, variant: str = "clean") -> list[SampleViews]:
+    return [SampleViews(name, variant, ()) for name in names]
+
+
+def test_several_samples_of_a_material_get_a_folder_each_under_it(tmp_path: Path) -> None:
+    (tmp_path / "input").mkdir()
+    _write_metadata(tmp_path, {"s0": "brick", "s1": "brick", "s2": "oak"})
+    assert [p.as_posix() for p in output_folders(_samples("s0", "s1", "s2"), tmp_path)] == [
+        "brick/s0",
+        "brick/s1",
+        "oak/s2",
+    ]
+    # One sample per material among those inferred: the flat layout.
+    assert [p.as_posix() for p in output_folders(_samples("s0", "s2"), tmp_path, "material")] == [
+        "brick",
+        "oak",
+    ]
+    # renders=both: a sample in clean/ and in dirty/ is one material seen twice, in two folders.
+    both = _samples("s0", "s2") + _samples("s0", variant="dirty")
+    assert [p.as_posix() for p in output_folders(both, tmp_path, renders="both")] == [
+        "clean/brick",
+        "clean/oak",
+        "dirty/brick",
+    ]
+
+
+def test_material_naming_needs_metadata_listing_every_sample(tmp_path: Path) -> None:
+    samples = _samples("s0", "s1")
+    with pytest.raises(
+        ValueError, match=r"naming=material: .*render_metadata\.json is missing .*naming=sample"
+    ):
+        output_folders(samples, tmp_path, "material")
+    assert [p.as_posix() for p in output_folders(samples, tmp_path, "auto")] == ["s0", "s1"]
+    (tmp_path / "input").mkdir()
+    _write_metadata(tmp_path, {"s0": "brick"})
+    with pytest.raises(
+        ValueError, match=r"naming=material: 1 sample\(s\) are not in .*render_metadata\.json: s1"
+    ):
+        output_folders(samples, tmp_path, "material")
+    assert [p.as_posix() for p in output_folders(samples, tmp_path, "auto")] == ["s0", "s1"]
+    (tmp_path / "input" / "render_metadata.json").write_text("{not json")
+    with pytest.raises(
+        ValueError, match=r"(?s)render_metadata\.json \| metadata file is not valid JSON.*naming=sample"
+    ):
+        output_folders(samples, tmp_path, "auto")
+    _write_metadata(tmp_path, {"s0": "../escape", "s1": "oak"})
+    with pytest.raises(ValueError, match=r"invalid material name '\.\./escape' for 's0'"):
+        output_folders(samples, tmp_path, "material")
+
+
+def test_naming_is_a_choice_checked_at_compose_time(infer_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(ConfigCompositionException, match="naming"):
+        infer_cfg("naming=folder")
 
 
 def test_cli_writes_maps_and_nothing_else(checkpoint: Path, tmp_path: Path) -> None:

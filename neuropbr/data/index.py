@@ -394,6 +394,27 @@ def scan_folder_dataset(
     return result
 
 
+def read_metadata(path: str | Path, hint: str | None = None) -> dict[str, str]:
+    """The ``{"<sample>": "<material>"}`` mapping of a ``render_metadata.json`` on its own (batch
+    inference names its outputs by material with it).
+
+    Args:
+        path: the metadata file.
+        hint: the error message's last line (what to do).
+
+    Raises:
+        DatasetError: the file is missing, not a JSON object, or maps a sample to an invalid
+            material name (every problem listed).
+    """
+    path = Path(path)
+    problems: list[Problem] = []
+    metadata, bad_values = _read_metadata(path, problems)
+    problems += [Problem(name, path, reason) for name, reason in sorted(bad_values.items())]
+    if problems:
+        raise DatasetError.from_problems(path, problems, hint=hint or f"Fix {path}.")
+    return metadata
+
+
 def _read_metadata(path: Path, problems: list[Problem]) -> tuple[dict[str, str], dict[str, str]]:
     """``(sample -> material, sample -> why its value is invalid)``; file-level problems are fatal."""
     try:
