@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neuropbr.render.brdf import Surface, shade_many
+from neuropbr.render.brdf import Surface, no_autocast, shade_many
 from neuropbr.render.hdr import equirect_directions
 from neuropbr.utils.tensors import unit_vectors
 
@@ -184,7 +184,13 @@ class EnvironmentLight(Light):
             image = image.unsqueeze(0)
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"environment map: expected (B, 3, He, We), got {tuple(image.shape)}")
-        image = image.float()
+        # Autocast off: its bf16 matmuls would move cell directions by ~1 degree and colours by ~3 %.
+        with no_autocast(image):
+            return cls._integrate(image.float(), num_samples, rotation_deg)
+
+    @classmethod
+    def _integrate(cls, image: Tensor, num_samples: int, rotation_deg: Tensor | float) -> EnvironmentLight:
+        """:meth:`from_equirect` on a float32 (B, 3, He, We) map, autocast off."""
         if image.shape[-2] > _MAX_ENV_HEIGHT:
             scale = _MAX_ENV_HEIGHT / image.shape[-2]
             size = (_MAX_ENV_HEIGHT, max(1, round(image.shape[-1] * scale)))
@@ -291,7 +297,8 @@ def procedural_sky(
     # Skies are brightest at the horizon and darken quickly with elevation (sqrt profile).
     blend = up.sqrt()
     sky = horizon[:, :, None, None] * (1.0 - blend) + zenith[:, :, None, None] * blend
-    angle = torch.acos((dirs @ sun.T).permute(2, 0, 1).clamp(-1.0, 1.0))  # (B, He, We)
+    # An elementwise dot, not a matmul: autocast or TF32 would round a matmul to ~3 digits.
+    angle = torch.acos((dirs * sun[:, None, None]).sum(-1).clamp(-1.0, 1.0))  # (B, He, We)
     sky = sky + glow[:, :, None, None] * torch.exp(-angle / math.radians(glow_width_deg)).unsqueeze(1)
     below = (dirs[..., 2] < 0)[None, None]
     return torch.where(below, ground[:, :, None, None].expand_as(sky), sky)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from neuropbr.render.brdf import Surface
+from neuropbr.render.brdf import Surface, no_autocast
 from neuropbr.render.camera import Camera
 from neuropbr.render.color import apply_exposure, linear_to_srgb, tonemap
 from neuropbr.render.lights import Light
@@ -53,11 +53,13 @@ def shade_surface(
     """
     if not lights:
         raise ValueError("render: lights is empty; pass at least one light")
-    view = camera.observe(surface.terms(), resolution)
-    seen = Surface(**view.maps)
-    radiance = lights[0].illuminate(seen, view.positions, view.view_dir)
-    for light in lights[1:]:
-        radiance = radiance + light.illuminate(seen, view.positions, view.view_dir)
+    # Autocast off: a camera's ray rotation and the lights' matmuls in bf16 would move highlights.
+    with no_autocast(surface.normal):
+        view = camera.observe(surface.terms(), resolution)
+        seen = Surface(**view.maps)
+        radiance = lights[0].illuminate(seen, view.positions, view.view_dir)
+        for light in lights[1:]:
+            radiance = radiance + light.illuminate(seen, view.positions, view.view_dir)
     return radiance
 
 
