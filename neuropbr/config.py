@@ -194,6 +194,36 @@ class FolderDataConfig(DataConfig):
     normal_convention: NormalConvention = NormalConvention.opengl
 
 
+@dataclass
+class LibraryDataConfig(DataConfig):
+    """A material library rendered on the fly (neuropbr/data/library_data.py); nothing written."""
+
+    _target_: str = "neuropbr.data.library_data.LibraryDataModule"
+    #: The library folder (public naming conventions, this project's output/, or a layout.yaml).
+    materials: str = MISSING
+    #: Samples (turned crops, cameras, lights, dirt) per material.
+    samples_per_material: int = 8
+    camera: CameraKind = CameraKind.aligned
+    artifact_strength: float = 1.0
+    #: A ``.hdr`` file or folder of them; ``hdri_probability`` of the samples are lit by one.
+    hdri: str | None = None
+    hdri_probability: float = 0.5
+    #: Crop side as a share of the largest crop that fits, drawn log-uniformly in [low, high].
+    crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
+    crop_rotation: bool = True
+    #: A mapping file other than ``<materials>/layout.yaml``.
+    layout: str | None = None
+    #: Constant for materials without a roughness map (null: the layout's, else 0.5).
+    roughness_default: float | None = None
+    on_error: OnError = OnError["raise"]  # type: ignore[misc]
+    #: Keep decoded textures on disk too (float16 .npy, memory-mapped; shared by loader workers).
+    cache: bool = True
+    #: Where (default ``<materials>/.neuropbr_cache/library``, or the user cache if read-only).
+    cache_dir: str | None = None
+    #: Decoded materials kept in memory per process.
+    memory_cache: int = 8
+
+
 # --- model --------------------------------------------------------------------------------------
 
 
@@ -738,7 +768,11 @@ class BenchConfig:
 
 
 _SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"base_synthetic": SyntheticDataConfig, "base_folder": FolderDataConfig},
+    "data": {
+        "base_synthetic": SyntheticDataConfig,
+        "base_folder": FolderDataConfig,
+        "base_library": LibraryDataConfig,
+    },
     "encoder": {"base_timm": TimmEncoderConfig, "base_unet": UNetEncoderConfig},
     "fusion": {"base_vit": ViTFusionConfig, "base_pool": PoolFusionConfig},
     "decoder": {"base_unet_heads": UNetHeadsDecoderConfig},
