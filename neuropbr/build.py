@@ -59,7 +59,18 @@ def build_datamodule(cfg: DictConfig) -> Any:
     Targets are served at ``data.resolution * decoder.sr_scale``: a super-resolving decoder
     (e.g. 1024 px views -> 2048 px maps) is trained against maps of its output size.
     """
-    return instantiate(cfg.data, map_resolution=cfg.data.resolution * cfg.decoder.get("sr_scale", 1))
+    map_resolution = cfg.data.resolution * cfg.decoder.get("sr_scale", 1)
+    if "sources" in cfg.data:  # data=mix: every source shares the mix's data shape, split and augmentation
+        from neuropbr.data.mix import SHARED_KEYS
+
+        plain = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
+        shared = {key: plain[key] for key in SHARED_KEYS}  # type: ignore[index]
+        sources = {
+            name: instantiate(node, map_resolution=map_resolution, **shared)
+            for name, node in cfg.data.sources.items()
+        }
+        return instantiate(cfg.data, map_resolution=map_resolution, sources=sources)
+    return instantiate(cfg.data, map_resolution=map_resolution)
 
 
 # --- configs from untrusted files (checkpoints) ---------------------------------------------------

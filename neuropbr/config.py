@@ -224,6 +224,21 @@ class LibraryDataConfig(DataConfig):
     memory_cache: int = 8
 
 
+@dataclass
+class MixDataConfig(DataConfig):
+    """Several data sources drawn by weight (neuropbr/data/mix.py). The keys above apply to every
+    source; each source keeps its own kind-specific keys (``num_samples``, ``materials``, ``root``)."""
+
+    _target_: str = "neuropbr.data.mix.MixDataModule"
+    #: ``{name: a data config}`` (``synthetic``, ``library`` or ``folder``); add one with
+    #: ``+data@data.sources.NAME=folder data.sources.NAME.root=DIR +data.weights.NAME=1``.
+    sources: dict[str, Any] = field(default_factory=dict)
+    #: ``{name: weight}``: the share of training samples drawn from each source (missing: 1; 0: only validates).
+    weights: dict[str, float] = field(default_factory=dict)
+    #: Training samples per epoch (null: the sources' training samples together).
+    epoch_size: int | None = None
+
+
 # --- model --------------------------------------------------------------------------------------
 
 
@@ -772,6 +787,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
         "base_synthetic": SyntheticDataConfig,
         "base_folder": FolderDataConfig,
         "base_library": LibraryDataConfig,
+        "base_mix": MixDataConfig,
     },
     "encoder": {"base_timm": TimmEncoderConfig, "base_unet": UNetEncoderConfig},
     "fusion": {"base_vit": ViTFusionConfig, "base_pool": PoolFusionConfig},
