@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,8 @@ class LoadedGenerator:
         weights: ``"ema"`` or ``"generator"`` (which weights were loaded).
         epoch, step: training progress when the checkpoint was written.
         mlflow_run_id: the training run's MLflow id (None when it ran with ``tracking=none``).
+        baseline_maps: the training maps' means the run scored its constant baseline with (None in
+            checkpoints written before baselines existed, or without a validation set).
     """
 
     generator: PBRGenerator
@@ -80,6 +83,7 @@ class LoadedGenerator:
     epoch: int
     step: int
     mlflow_run_id: str | None
+    baseline_maps: dict[str, Any] | None = None
 
     @property
     def resolution(self) -> int:
@@ -185,6 +189,7 @@ def load_generator(
         epoch=int(state["epoch"]),
         step=int(state["step"]),
         mlflow_run_id=state.get("mlflow_run_id"),
+        baseline_maps=state.get("baseline_maps"),
     )
 
 

@@ -15,11 +15,11 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from neuropbr.evaluate import default_report_path, evaluate, explicit_keys
-from neuropbr.metrics import PER_SAMPLE_KEYS
+from neuropbr.metrics import BASELINE_KEYS, METRIC_KEYS
 from neuropbr.training.checkpoint import load_checkpoint, save_checkpoint
 
 #: Every metric the report holds, without the ``<split>/`` prefix.
-METRIC_KEYS = {*PER_SAMPLE_KEYS, "normal_angle_median", "loss"}
+REPORT_KEYS = {*METRIC_KEYS, *BASELINE_KEYS, "loss"}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_val_split_reproduces_the_training_runs_validation(
     state = load_checkpoint(checkpoint)
     # One epoch: the best val/loss is that epoch's, computed by the trainer on the same split.
     assert report["metrics"]["val/loss"] == pytest.approx(state["best_metric"], rel=1e-5)
-    assert set(report["metrics"]) == {f"val/{key}" for key in METRIC_KEYS}
+    assert set(report["metrics"]) == {f"val/{key}" for key in REPORT_KEYS}
     assert report["num_samples"] == 1 and report["split"] == "val"
     assert report["data"]["resolution"] == 64 and report["data"]["augment"]["enabled"] is False
     (written,) = checkpoint.parent.glob(f"{checkpoint.stem}.val.synthetic-clean-*.metrics.json")
@@ -84,7 +84,7 @@ def test_split_all_and_train_count_every_sample(run_evaluate: Callable[..., dict
         "tracking=none", "split=all", "compute_loss=false", f"out={tmp_path / 'all.json'}"
     )
     assert everything["num_samples"] == 8 and "all/loss" not in everything["metrics"]
-    assert set(everything["metrics"]) == {f"all/{key}" for key in METRIC_KEYS - {"loss"}}
+    assert set(everything["metrics"]) == {f"all/{key}" for key in REPORT_KEYS - {"loss"}}
     assert (tmp_path / "all.json").is_file()
     train_only = run_evaluate(
         "tracking=none", "split=train", "compute_loss=false", f"out={tmp_path / 'train.json'}"

@@ -12,7 +12,9 @@ from kornia.metrics import ssim as kornia_ssim
 from neuropbr.metrics import (
     ANGLE_BIN_DEG,
     EVAL_RENDER_SETUPS,
-    PER_SAMPLE_KEYS,
+    BASELINE_KEYS,
+    METRIC_KEYS,
+    BaselineMaps,
     MetricAccumulator,
     compute_map_metrics,
     evaluation_render_configs,
@@ -25,21 +27,7 @@ from neuropbr.metrics import (
     train_step_metrics,
 )
 
-VAL_KEYS = {
-    *(
-        f"{m}_{k}"
-        for m in ("albedo", "roughness", "metallic", "normal")
-        for k in ("psnr", "ssim", "mae", "rmse")
-    ),
-    "normal_angle_mean",
-    "normal_angle_median",
-    "normal_within_11_25",
-    "normal_within_22_5",
-    "normal_within_30",
-    "overall_psnr",
-    "overall_ssim",
-    "render_psnr",
-}
+VAL_KEYS = set(METRIC_KEYS)
 
 
 def random_maps(batch: int = 2, size: int = 8) -> dict[str, torch.Tensor]:
@@ -146,14 +134,17 @@ def test_overall_metrics_are_over_the_8_channel_stack():
             [maps["albedo"], maps["roughness"], maps["metallic"], (maps["normal"] + 1) / 2], dim=1
         )
 
-    assert metrics["overall_psnr"].item() == pytest.approx(
+    # PSNR of the set's MSE (every sample has as many pixels), per-sample PSNRs averaged apart
+    set_mse = (stack(pred) - stack(target)).square().mean().item()
+    assert metrics["overall_psnr"].item() == pytest.approx(10 * math.log10(1 / set_mse), abs=1e-4)
+    assert metrics["overall_psnr_per_sample"].item() == pytest.approx(
         psnr(stack(pred), stack(target)).mean().item(), abs=1e-4
     )
     direct_ssim = kornia_ssim(stack(pred), stack(target), 11).flatten(1).mean(1).mean()
     assert metrics["overall_ssim"].item() == pytest.approx(direct_ssim.item(), abs=1e-5)
     # normals are compared encoded on both sides
-    encoded = psnr((pred["normal"] + 1) / 2, (target["normal"] + 1) / 2).mean()
-    assert metrics["normal_psnr"].item() == pytest.approx(encoded.item(), abs=1e-4)
+    encoded_mse = ((pred["normal"] - target["normal"]) / 2).square().mean().item()
+    assert metrics["normal_psnr"].item() == pytest.approx(10 * math.log10(1 / encoded_mse), abs=1e-4)
 
 
 def test_render_psnr_uses_fixed_lights():
@@ -209,8 +200,9 @@ def test_accumulator_matches_the_concatenated_set():
     pred_all = {name: torch.cat([p[name] for p, _ in batches]) for name in batches[0][0]}
     target_all = {name: torch.cat([t[name] for _, t in batches]) for name in batches[0][0]}
     reference = compute_map_metrics(pred_all, target_all)  # every sample weighted once
-    for key in PER_SAMPLE_KEYS:
-        assert result[key] == pytest.approx(reference[key].item(), rel=1e-5, abs=1e-5), key
+    for key in METRIC_KEYS:
+        if key != "normal_angle_median":  # the accumulator's comes from a histogram (below)
+            assert result[key] == pytest.approx(reference[key].item(), rel=1e-5, abs=1e-5), key
     exact_median = (
         normal_angular_error_deg(pred_all["normal"], target_all["normal"]).flatten().median().item()
     )
@@ -242,3 +234,103 @@ def test_accumulator_state_merge_and_reset():
     left.reset()
     with pytest.raises(RuntimeError, match="nothing accumulated"):
         left.compute()
+
+
+# --- dataset-level PSNR and baselines, against hand computations ----------------------------------
+
+
+def two_samples_of_different_error() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Sample 0 is off by 0.1 everywhere (MSE 1e-2, 20 dB), sample 1 by 0.01 (MSE 1e-4, 40 dB)."""
+    target = {
+        "albedo": torch.full((2, 3, 8, 8), 0.5),
+        "roughness": torch.full((2, 1, 8, 8), 0.5),
+        "metallic": torch.full((2, 1, 8, 8), 0.5),
+        "normal": tilted(torch.zeros(2, 1, 8, 8)),
+    }
+    offset = torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)
+    pred = {name: target[name] + offset for name in ("albedo", "roughness", "metallic")}
+    pred["normal"] = target["normal"]
+    return pred, target
+
+
+def test_psnr_is_of_the_set_mean_squared_error():
+    pred, target = two_samples_of_different_error()
+    metrics = compute_map_metrics(pred, target)
+    pooled = 10 * math.log10(1 / ((1e-2 + 1e-4) / 2))  # 22.967 dB, what papers report
+    for name in ("albedo", "roughness", "metallic"):
+        assert metrics[f"{name}_psnr"].item() == pytest.approx(pooled, abs=1e-3)
+        assert metrics[f"{name}_psnr_per_sample"].item() == pytest.approx(30.0, abs=1e-3)  # (20 + 40) / 2
+        assert metrics[f"{name}_rmse"].item() == pytest.approx(math.sqrt((1e-2 + 1e-4) / 2), rel=1e-4)
+        assert metrics[f"{name}_mae"].item() == pytest.approx((0.1 + 0.01) / 2, rel=1e-4)
+    accumulator = MetricAccumulator()  # two batches of one sample: the same set-level value
+    for i in range(2):
+        accumulator.update(
+            {k: v[i : i + 1] for k, v in pred.items()}, {k: v[i : i + 1] for k, v in target.items()}
+        )
+    assert accumulator.compute()["albedo_psnr"] == pytest.approx(pooled, abs=1e-3)
+
+
+def test_baselines_and_skill_match_hand_computation():
+    pred, target = two_samples_of_different_error()
+    # Target normals tilted by 10 and 30 degrees: the flat normal is off by exactly that much.
+    target["normal"] = tilted(torch.tensor([10.0, 30.0]).view(2, 1, 1, 1).expand(2, 1, 8, 8))
+    pred["normal"] = target["normal"]
+    baseline = BaselineMaps(albedo=(0.3, 0.3, 0.3), roughness=0.7, metallic=0.0)
+    # Views: sample 0 a uniform grey 0.2, sample 1 0.8; the view-mean baseline rescales each to
+    # the constant albedo's luminance (0.3): its albedo guess is 0.3 everywhere, off by 0.2.
+    views = torch.cat([torch.full((1, 3, 3, 8, 8), 0.2), torch.full((1, 3, 3, 8, 8), 0.8)])
+    metrics = compute_map_metrics(pred, target, baseline, views)
+    assert set(metrics) == set(METRIC_KEYS) | set(BASELINE_KEYS)
+
+    def db(mse_value: float) -> float:
+        return 10 * math.log10(1 / mse_value)
+
+    assert metrics["baseline_constant_albedo_psnr"].item() == pytest.approx(db(0.2**2), abs=1e-3)
+    assert metrics["baseline_constant_roughness_psnr"].item() == pytest.approx(db(0.2**2), abs=1e-3)
+    assert metrics["baseline_constant_metallic_psnr"].item() == pytest.approx(db(0.5**2), abs=1e-3)
+    assert metrics["baseline_view_mean_albedo_psnr"].item() == pytest.approx(db(0.2**2), abs=1e-3)
+    assert metrics["baseline_flat_normal_angle_mean"].item() == pytest.approx(20.0, abs=1e-3)
+    # Flat vs tilted, encoded (n + 1) / 2: per-sample MSE = ((sin t)^2 + (1 - cos t)^2) / 12.
+    flat_mse = [
+        (math.sin(math.radians(t)) ** 2 + (1 - math.cos(math.radians(t))) ** 2) / 12 for t in (10, 30)
+    ]
+    assert metrics["baseline_flat_normal_psnr"].item() == pytest.approx(db(sum(flat_mse) / 2), abs=1e-3)
+    pooled = db((1e-2 + 1e-4) / 2)
+    assert metrics["albedo_skill_db"].item() == pytest.approx(pooled - db(0.04), abs=1e-3)
+    assert metrics["metallic_skill_db"].item() == pytest.approx(pooled - db(0.25), abs=1e-3)
+    assert metrics["albedo_skill_db_vs_view_mean"].item() == pytest.approx(pooled - db(0.04), abs=1e-3)
+    assert metrics["normal_angle_ratio"].item() == pytest.approx(0.0, abs=1e-4)  # perfect normals
+    skills = [metrics[f"{m}_skill_db"].item() for m in ("albedo", "roughness", "metallic", "normal")]
+    assert metrics["skill_db"].item() == pytest.approx(sum(skills) / 4, abs=1e-4)
+
+
+def test_a_trivial_prediction_has_no_skill():
+    _, target = two_samples_of_different_error()
+    target["normal"] = tilted(torch.full((2, 1, 8, 8), 12.0))
+    baseline = BaselineMaps(albedo=(0.4, 0.45, 0.5), roughness=0.6, metallic=0.1)
+    views = torch.rand(2, 3, 3, 8, 8)
+    metrics = compute_map_metrics(baseline.predict(target), target, baseline, views)
+    for name in ("albedo", "roughness", "metallic", "normal"):
+        assert metrics[f"{name}_skill_db"].item() == pytest.approx(0.0, abs=1e-4)
+    assert metrics["normal_angle_ratio"].item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_baseline_maps_average_the_training_maps_and_round_trip():
+    maps = [
+        {
+            "albedo": torch.full((3, 4, 4), 0.2),
+            "roughness": torch.full((1, 4, 4), 0.4),
+            "metallic": torch.zeros(1, 4, 4),
+        },
+        {
+            "albedo": torch.full((3, 4, 4), 0.6),
+            "roughness": torch.full((1, 4, 4), 0.8),
+            "metallic": torch.ones(1, 4, 4),
+        },
+    ]
+    baseline = BaselineMaps.from_maps(maps)
+    assert baseline.albedo == pytest.approx((0.4, 0.4, 0.4)) and baseline.roughness == pytest.approx(0.6)
+    assert baseline.metallic == pytest.approx(0.5)
+    assert BaselineMaps.from_dict(baseline.to_dict()) == baseline
+    with pytest.raises(ValueError, match="3 values"):
+        BaselineMaps.from_dict({"albedo": [0.1], "roughness": 0.5, "metallic": 0.0})

@@ -228,7 +228,7 @@ class SyntheticDataModule(PBRDataModule):
         renders: str = "clean",
         val_ratio: float = 0.1,
         batch_size: int = 4,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         pin_memory: bool = True,
         persistent_workers: bool = True,
         aligned: bool = True,
@@ -297,6 +297,20 @@ class SyntheticDataModule(PBRDataModule):
             seed=seed,
             samples_per_material=samples_per_material,
         )
+
+    def training_maps(self, max_samples: int = 64) -> list[dict[str, Tensor]]:
+        """Like the base class, but straight from the procedural materials (nothing rendered)."""
+        if self.train_set is None:
+            raise RuntimeError("SyntheticDataModule.setup() must run before training_maps()")
+        indices = self.train_set.indices
+        picks = sorted({indices[round(i * (len(indices) - 1) / max(max_samples - 1, 1))]
+                        for i in range(min(max_samples, len(indices)))})  # fmt: skip
+        if self.train_set.rendered is not None:
+            return [
+                self.train_set.rendered.get(index, self.train_set.rendered.variants[0])[1] for index in picks
+            ]
+        materials = sorted({self.generator.material_index(index) for index in picks})
+        return [self.generator.material(m).maps for m in materials]
 
     def setup(self) -> None:
         samples = sample_names(self.num_samples, "sample")

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from neuropbr.metrics import MetricAccumulator
+from neuropbr.metrics import BaselineMaps, MetricAccumulator
 from neuropbr.training.distributed import DistInfo
 
 #: Validation never perturbs the training RNG stream and always draws the same randomness
@@ -38,6 +38,7 @@ def validate(
     device: torch.device,
     num_shown: int = 0,
     dist_info: DistInfo | None = None,
+    baseline: BaselineMaps | None = None,
 ) -> ValidationResult:
     """Run ``generator`` over ``loader`` in eval mode; the full metric set, and the loss if given.
 
@@ -53,11 +54,13 @@ def validate(
         num_shown: how many of the first samples to return (on the CPU) for image grids.
         dist_info: under DDP, ``loader`` holds this rank's shard: the sums of every rank are
             all-reduced, so every rank returns the whole set's metrics.
+        baseline: the training maps' means: adds the trivial predictors' scores and the model's
+            skill over them (:mod:`neuropbr.metrics`).
     """
     modes = [(m, m.training) for m in (generator, loss) if m is not None]
     for module, _ in modes:
         module.eval()  # e.g. the rendering term then uses its fixed evaluation lights
-    accumulator = MetricAccumulator(device)
+    accumulator = MetricAccumulator(device, baseline)
     loss_sum, count = torch.zeros((), device=device), 0
     shown: dict[str, Any] = {}
     try:
@@ -72,7 +75,7 @@ def validate(
                 if loss is not None:
                     total, _ = loss(pred, target)
                     loss_sum += total.float() * views.shape[0]
-                accumulator.update(pred, target)
+                accumulator.update(pred, target, views)
                 count += views.shape[0]
                 if num_shown and not shown:
                     shown = {
