@@ -1,7 +1,8 @@
-"""Train/val split by MATERIAL: disjoint, reproducible per seed, counts logged."""
+"""Train/val splits by MATERIAL and by FAMILY: disjoint, reproducible per seed, counts logged."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -9,7 +10,9 @@ import pytest
 from folder_datasets import WrittenDataset, train_set, val_set
 
 from neuropbr.data.folder import FolderDataModule
-from neuropbr.data.split import split_by_material
+from neuropbr.data.index import DatasetError
+from neuropbr.data.split import held_out_families, split_by_family, split_by_material, split_samples
+from neuropbr.data.synthetic import SyntheticDataModule, SyntheticDataset
 
 MATERIALS = [f"m{i % 20}" for i in range(60)]  # 20 materials, 3 samples each
 
@@ -81,3 +84,81 @@ def test_datamodule_split_is_by_material_and_reproducible(
         f"train {len(train)} samples / {10 - n_val} materials, val {len(val)} samples / {n_val} materials"
     )
     assert expected in caplog.text
+
+
+# --- by family ------------------------------------------------------------------------------------
+
+FAMILY_OF = {f"m{i}": ("wood", "tiles", "metal", "fabric", "stone")[i % 5] for i in range(20)}
+
+
+def test_family_split_shares_no_family_and_no_material() -> None:
+    families = [FAMILY_OF[m] for m in MATERIALS]
+    train, val = split_by_family(MATERIALS, families, 0.3, seed=2)
+    assert sorted(train + val) == list(range(len(MATERIALS)))
+    assert {families[i] for i in train}.isdisjoint({families[i] for i in val})
+    assert {MATERIALS[i] for i in train}.isdisjoint({MATERIALS[i] for i in val})
+    assert val and train
+    assert split_by_family(MATERIALS, families, 0.3, seed=2) == (train, val)
+
+
+def test_explicit_val_families_are_held_out_exactly() -> None:
+    families = [FAMILY_OF[m] for m in MATERIALS]
+    _, val = split_by_family(MATERIALS, families, 0.0, seed=0, val_families=["wood", "metal"])
+    assert {families[i] for i in val} == {"wood", "metal"}
+    assert held_out_families(families, 0.0, 0, ["stone"]) == {"stone"}
+
+
+@pytest.mark.parametrize(
+    ("val_families", "message"),
+    [
+        (["velvet"], r"\['velvet'\] not in the data's families"),
+        (sorted(set(FAMILY_OF.values())), "every family"),
+    ],
+)
+def test_bad_val_families_name_the_key(val_families: list[str], message: str) -> None:
+    families = [FAMILY_OF[m] for m in MATERIALS]
+    with pytest.raises(ValueError, match=message):
+        split_by_family(MATERIALS, families, 0.2, seed=0, val_families=val_families)
+
+
+def test_split_samples_needs_families_for_a_family_split() -> None:
+    with pytest.raises(ValueError, match="names no families"):
+        split_samples("family", MATERIALS, None, 0.2, seed=0)
+    with pytest.raises(ValueError, match=r"only used with data\.split=family"):
+        split_samples("material", MATERIALS, None, 0.2, seed=0, val_families=["wood"])
+
+
+def test_synthetic_family_split_holds_out_whole_families() -> None:
+    module = SyntheticDataModule(
+        resolution=16, num_views=1, num_samples=60, batch_size=2, num_workers=0, seed=3, augment=None,
+        split="family", val_families=["wood", "leather"],
+    )  # fmt: skip
+    module.setup()
+    assert module.families["val"] == ["leather", "wood"]
+    assert not set(module.families["train"]) & {"leather", "wood"}
+    generator = module.generator
+    for dataset, allowed in (
+        (module.train_set, set(module.families["train"])),
+        (module.val_set, {"leather", "wood"}),
+    ):
+        assert isinstance(dataset, SyntheticDataset)
+        assert {generator.material_family(generator.material_index(i)) for i in dataset.indices} <= allowed
+    # the family a split assumes is the family the generated material really has
+    index = module.val_set.indices[0]
+    assert generator.material(generator.material_index(index)).family in {"leather", "wood"}
+
+
+def test_folder_family_split_reads_material_families(make_dataset: Callable[..., WrittenDataset]) -> None:
+    ds = make_dataset(num_samples=12, num_materials=6, layout="clean", size=8)
+    materials = sorted(set(ds.metadata.values()))
+    family = {m: ("brick" if i % 2 else "wood") for i, m in enumerate(materials)}
+    dm = FolderDataModule(
+        root=str(ds.root), resolution=8, split="family", val_families=["wood"], num_workers=0
+    )
+    with pytest.raises(DatasetError, match="names the families"):
+        dm.setup()
+    (ds.root / "input" / "material_families.json").write_text(json.dumps(family))
+    dm.setup()
+    val_materials = {e.material for e in val_set(dm).entries}
+    assert val_materials == {m for m, f in family.items() if f == "wood"}
+    assert {e.material for e in train_set(dm).entries}.isdisjoint(val_materials)

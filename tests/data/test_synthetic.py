@@ -156,3 +156,18 @@ def test_composed_config_builds_the_module(compose_cfg: Callable[..., DictConfig
     cfg = compose_cfg("data=synthetic", "data.camera=perspective")
     with pytest.raises(Exception, match=r"data\.camera=perspective with data\.aligned=true"):
         instantiate(cfg.data)
+
+
+def test_cache_serves_the_renders_of_every_sample_from_memory() -> None:
+    fresh = _module(renders="both")
+    cached = _module(renders="both", cache=True)
+    for a, b in zip(_sets(fresh), _sets(cached)):
+        assert b.rendered is not None and a.rendered is None
+        for position in range(len(a)):
+            for sample_seed in (0, 1):  # renders=both: both variants come from the cache
+                x, y = a[(position, sample_seed)], b[(position, sample_seed)]
+                assert x["sample"] == y["sample"]
+                assert (x["views"] - y["views"]).abs().max() <= 0.5 / 255 + 1e-6  # stored as uint8
+                for name, value in x["maps"].items():
+                    torch.testing.assert_close(y["maps"][name], value, atol=2e-3, rtol=0, msg=name)
+    assert cached.training_maps(4)[0]["albedo"].shape == (3, SIZE, SIZE)

@@ -222,3 +222,14 @@ def test_checkpointing_survives_timm_checkpointing_inplace_modules(monkeypatch: 
     newer = ENCODERS["resnet"](grad_checkpointing=True)
     assert newer.backbone.act1.inplace is True
     assert timm_encoder._version_tuple("1.0.31.dev0") == (1, 0, 31) > timm_encoder._version_tuple("1.0.29")
+
+
+def test_unet_exposure_norm_ignores_the_views_exposure() -> None:
+    """One gain per view: a photo twice as bright encodes to the same features; colour is kept."""
+    encoder = UNetEncoder(channels=[4, 8], exposure_norm=True).eval()
+    views = torch.rand(2, 3, 16, 16) * 0.5
+    with torch.no_grad():
+        for a, b in zip(encoder(views), encoder(views * 1.7)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        tinted = views * torch.tensor([1.0, 0.5, 0.5]).view(1, 3, 1, 1)  # a colour change is seen
+        assert not torch.allclose(encoder(views)[0], encoder(tinted)[0], atol=1e-3)
