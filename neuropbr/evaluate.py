@@ -50,6 +50,7 @@ from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.tracking import MlflowTracker, NullTracker, Tracker
 from neuropbr.training.validation import validate
 from neuropbr.utils.choices import choice
+from neuropbr.utils.signals import ignore_stop_signals_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def _loader(dataset: Dataset, datamodule: Any) -> DataLoader:
         batch_size=datamodule.batch_size,
         sampler=EpochSampler(len(dataset), seed=datamodule.seed, shuffle=False),  # type: ignore[arg-type]
         num_workers=datamodule.num_workers,
+        worker_init_fn=ignore_stop_signals_in_worker,
     )
 
 

@@ -30,6 +30,7 @@ from neuropbr.training.trainer import LoopSettings, Trainer
 from neuropbr.utils.choices import choice
 from neuropbr.utils.provenance import git_state
 from neuropbr.utils.seeding import seed_everything
+from neuropbr.utils.signals import hand_over_preemption
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ def train(cfg: DictConfig) -> float:
         cleanup(dist_info)
     if result.stop_signal is not None:
         log.warning("interrupted; resume with trainer.resume=%s", trainer.checkpointer.latest_path)
+        hand_over_preemption(result.stop_signal)  # under submitit: it requeues the job and exits
         sys.exit(128 + result.stop_signal)
     if objective is None:
         _raise_pruned(cfg, result.metrics)

@@ -35,6 +35,7 @@ from neuropbr.training.precision import Precision
 from neuropbr.training.tracking import NullTracker, Tracker
 from neuropbr.training.validation import validate
 from neuropbr.training.visualize import write_validation_images
+from neuropbr.utils.signals import stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class FitResult:
     best_metric: float | None = None
     epochs_done: int = 0
     steps: int = 0
-    #: The signal (SIGINT/SIGTERM) that stopped training, if any.
+    #: The signal (SIGINT, SIGTERM, the launcher's pre-emption signal) that stopped training, if any.
     stop_signal: int | None = None
     stopped_by_hook: bool = False
 
@@ -435,7 +436,10 @@ class Trainer:
                 summary = self._train_epoch(epoch)
                 if self._stop_signal is not None:
                     log.warning(
-                        "signal %d: saving %s and stopping", self._stop_signal, self.checkpointer.latest_path
+                        "%s: saving %s at step %d and stopping",
+                        signal.Signals(self._stop_signal).name,
+                        self.checkpointer.latest_path,
+                        self.step,
                     )
                     self._save(False, epochs_done=None)
                     result.stop_signal = self._stop_signal
@@ -596,7 +600,7 @@ class Trainer:
                 raise KeyboardInterrupt  # a second Ctrl-C stops at once
             self._stop_signal = signum
 
-        return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return {sig: signal.signal(sig, request_stop) for sig in stop_signals()}
 
     @staticmethod
     def _restore_signal_handlers(previous: dict[int, Any]) -> None:

@@ -1,0 +1,1 @@
+"""Faults survived at process level: untrusted files, signals, data, tracking, concurrent writers."""
