@@ -431,23 +431,26 @@ def compute_map_metrics(
 
 @torch.no_grad()
 def train_step_metrics(pred: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Cheap per-step metrics (the guide's ``train/`` keys without the prefix).
+    """Cheap per-step metrics, named as validation names the same quantity (the trainer adds
+    ``train/``), so ``train/albedo_mae`` and ``val/albedo_mae`` plot together.
 
     Args:
         pred: predicted maps, each (B, C, H, W).
         target: target maps of the same shapes.
 
     Returns:
-        ``mae_<map>`` and ``rmse_<map>`` over the whole batch for every map (normals encoded to
-        [0, 1]) and ``normal_angle_deg`` (mean over pixels); 0-dim tensors on the maps' device.
+        ``<map>_mae`` and ``<map>_rmse`` over the whole batch for every map (normals encoded to
+        [0, 1]; every sample has as many pixels, so the batch's RMSE is the square root of its mean
+        per-sample MSE, as in validation) and ``normal_angle_mean`` (degrees, over every pixel);
+        0-dim tensors on the maps' device.
     """
     metrics: dict[str, Tensor] = {}
     for name in PBR_MAPS:
         p, t = map_pair(pred, target, name)
         diff = map_to_unit_range(name, p) - map_to_unit_range(name, t)
-        metrics[f"mae_{name}"] = diff.abs().mean()
-        metrics[f"rmse_{name}"] = diff.square().mean().sqrt()
-    metrics["normal_angle_deg"] = normal_angular_error_deg(*map_pair(pred, target, "normal")).mean()
+        metrics[f"{name}_mae"] = diff.abs().mean()
+        metrics[f"{name}_rmse"] = diff.square().mean().sqrt()
+    metrics["normal_angle_mean"] = normal_angular_error_deg(*map_pair(pred, target, "normal")).mean()
     return metrics
 
 

@@ -11,8 +11,8 @@ from kornia.metrics import ssim as kornia_ssim
 
 from neuropbr.metrics import (
     ANGLE_BIN_DEG,
-    EVAL_RENDER_SETUPS,
     BASELINE_KEYS,
+    EVAL_RENDER_SETUPS,
     METRIC_KEYS,
     BaselineMaps,
     MetricAccumulator,
@@ -164,18 +164,20 @@ def test_train_step_metrics():
     pred, target = random_maps(), random_maps()
     metrics = train_step_metrics(pred, target)
     expected_keys = {
-        f"{k}_{m}" for k in ("mae", "rmse") for m in ("albedo", "roughness", "metallic", "normal")
+        f"{m}_{k}" for k in ("mae", "rmse") for m in ("albedo", "roughness", "metallic", "normal")
     }
-    assert set(metrics) == expected_keys | {"normal_angle_deg"}
-    assert metrics["mae_albedo"].item() == pytest.approx(
+    assert set(metrics) == expected_keys | {"normal_angle_mean"}
+    # One vocabulary: every training key is the validation key of the same quantity.
+    assert set(metrics) <= VAL_KEYS
+    assert metrics["albedo_mae"].item() == pytest.approx(
         (pred["albedo"] - target["albedo"]).abs().mean().item()
     )
     encoded_diff = (pred["normal"] - target["normal"]) / 2
-    assert metrics["rmse_normal"].item() == pytest.approx(
+    assert metrics["normal_rmse"].item() == pytest.approx(
         encoded_diff.square().mean().sqrt().item(), rel=1e-5
     )
     angles = normal_angular_error_deg(pred["normal"], target["normal"])
-    assert metrics["normal_angle_deg"].item() == pytest.approx(angles.mean().item(), rel=1e-5)
+    assert metrics["normal_angle_mean"].item() == pytest.approx(angles.mean().item(), rel=1e-5)
 
 
 def test_bf16_inputs_give_finite_float32_metrics():

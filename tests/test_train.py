@@ -182,8 +182,8 @@ def test_gan_step_updates_both_networks(tiny_cfg: DictConfig) -> None:
         "loss_gan_g",
         "loss_l1_total",
         "l1_albedo",
-        "mae_albedo",
-        "normal_angle_deg",
+        "albedo_mae",
+        "normal_angle_mean",
     } <= set(logs)
     assert all(not torch.equal(a, b) for a, b in zip(g_before, generator.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d_before, discriminator.parameters()))
@@ -236,9 +236,9 @@ def test_mlflow_run_has_params_metrics_and_images(
         "train/loss_normal",
         "train/loss_gan_g",
         "train/l1_albedo",
-        "train/mae_albedo",
-        "train/rmse_albedo",
-        "train/normal_angle_deg",
+        "train/albedo_mae",
+        "train/albedo_rmse",
+        "train/normal_angle_mean",
         "val/loss",
         "val/overall_psnr",
         "val/overall_ssim",
