@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from neuropbr.models.contracts import Decoder, Encoder, Fusion
 from neuropbr.utils.checks import check_shape
+
+
+def shading_ratio(views: Tensor, floor: float = 0.02) -> Tensor:
+    """Each view's log-ratio to the mean of all views, after one exposure gain per view.
+
+    For a diffuse surface a view is ``albedo * shading_k``: the log-ratio
+    ``log(shading_k) - mean_j log(shading_j)`` no longer depends on the albedo, only on how
+    differently the views' lights shade each texel (order-independent; zero for one view).
+
+    Args:
+        views: (B, V, 3, H, W) in [0, 1].
+        floor: added before the log so black texels stay finite.
+
+    Returns:
+        (B, V, 3, H, W).
+    """
+    exposed = views / views.mean(dim=(2, 3, 4), keepdim=True).clamp(min=1e-3)  # (B, V, 3, H, W), mean 1
+    logs = torch.log(exposed + floor)
+    return logs - logs.mean(dim=1, keepdim=True)
 
 
 class PBRGenerator(nn.Module):
@@ -37,6 +57,8 @@ class PBRGenerator(nn.Module):
         """
         dims = check_shape(views, "B V 3 H W", "views")
         batch, num_views = dims["B"], dims["V"]
+        if getattr(self.encoder, "shading_ratio", False):
+            views = torch.cat([views, shading_ratio(views)], dim=2)  # (B, V, 6, H, W)
         features = self.encoder(views.flatten(0, 1))  # [(B*V, C_i, h_i, w_i)], finest first
         features = [f.unflatten(0, (batch, num_views)) for f in features]  # [(B, V, C_i, h_i, w_i)]
         fused = self.fusion(features[-1])  # (B, C, h, w)

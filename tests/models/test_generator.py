@@ -16,7 +16,7 @@ from neuropbr.models.encoders.timm_encoder import TimmEncoder
 from neuropbr.models.encoders.unet import UNetEncoder
 from neuropbr.models.fusion.pooling import MaxFusion
 from neuropbr.models.fusion.vit import ViTFusion
-from neuropbr.models.generator import PBRGenerator
+from neuropbr.models.generator import PBRGenerator, shading_ratio
 from neuropbr.models.summary import build_on_meta, count_params
 
 from .helpers import TINY_RESNET, assert_every_param_has_grad, assert_same_grads, projection_loss
@@ -178,3 +178,38 @@ def test_issue_command_models_run_at_64_px(compose_cfg: Callable[..., DictConfig
     # scale, so the other weights of those blocks get exactly zero gradients at step 0.
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in generator.parameters())
     assert all(p.grad is not None for p in discriminator.parameters())
+
+
+def test_shading_ratio_cancels_albedo_and_exposure() -> None:
+    """views = albedo * shading_k * exposure_k: the ratio channels keep only the shading differences."""
+    albedo = 0.2 + 0.6 * torch.rand(1, 1, 3, 16, 16)
+    shading = 0.3 + torch.rand(1, 3, 1, 16, 16)  # three lights, one shading field each
+    exposure = torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1, 1)
+    ratio = shading_ratio(albedo * shading * exposure, floor=0.0)
+    other_albedo = shading_ratio(0.5 * albedo.flip(-1) * shading * exposure, floor=0.0)
+    torch.testing.assert_close(ratio, other_albedo, atol=1e-5, rtol=0)
+    logs = torch.log(shading / shading.mean(dim=(2, 3, 4), keepdim=True))  # exposure gone too
+    expected = (logs - logs.mean(dim=1, keepdim=True)).expand_as(ratio)
+    torch.testing.assert_close(ratio, expected, atol=1e-4, rtol=0)
+    assert shading_ratio(torch.rand(2, 1, 3, 8, 8)).abs().max() == 0  # one view: nothing to compare
+
+
+def test_generator_with_shading_ratio_is_order_independent_and_trains() -> None:
+    encoder = UNetEncoder(channels=[4, 8, 8], exposure_norm=True, shading_ratio=True)
+    decoder = UNetHeadsDecoder(
+        in_channels=8,
+        skip_channels=[4, 8],
+        skip_reductions=[1, 2],
+        bottleneck_reduction=4,
+        channels=[8, 4],
+        sr_channels=4,
+    )
+    generator = PBRGenerator(encoder, MaxFusion(in_channels=8), decoder).eval()
+    views = torch.rand(2, 3, 3, 16, 16)
+    with torch.no_grad():
+        a, b = generator(views), generator(views[:, [2, 0, 1]])
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)
+    generator.train()
+    projection_loss(generator(views)).backward()
+    assert_every_param_has_grad(generator)

@@ -57,9 +57,12 @@ class UNetEncoder(nn.Module):
         norm: str = "batch",
         grad_checkpointing: bool = False,
         exposure_norm: bool = False,
+        shading_ratio: bool = False,
     ) -> None:
         super().__init__()
         self.exposure_norm = exposure_norm
+        self.shading_ratio = shading_ratio
+        self.in_channels = 6 if shading_ratio else 3
         channels = [int(c) for c in channels]
         if len(channels) < 2 or min(channels) < 1:
             raise ValueError(
@@ -71,7 +74,7 @@ class UNetEncoder(nn.Module):
         self.out_channels: list[int] = channels
         self.reductions: list[int] = [2**i for i in range(len(channels))]
         self.grad_checkpointing = grad_checkpointing
-        in_channels = [3, *channels[:-1]]
+        in_channels = [self.in_channels, *channels[:-1]]
         self.levels = nn.ModuleList(
             _level(c_in, c_out, downsample if i > 0 else None, norm)
             for i, (c_in, c_out) in enumerate(zip(in_channels, channels))
@@ -81,15 +84,17 @@ class UNetEncoder(nn.Module):
         """Extract the feature pyramid.
 
         Args:
-            x: (N, 3, H, W) in [0, 1]; H and W divisible by ``reductions[-1]``.
+            x: (N, 3, H, W) in [0, 1] (with ``shading_ratio``: (N, 6, H, W), the photo then its
+                log-ratio channels); H and W divisible by ``reductions[-1]``.
 
         Returns:
             ``[(N, out_channels[i], H / reductions[i], W / reductions[i])]``, finest first.
         """
-        check_shape(x, "N 3 H W", "encoder input")
+        check_shape(x, f"N {self.in_channels} H W", "encoder input")
+        photo, ratio = x[:, :3], x[:, 3:]  # ratio: (N, 0 or 3, H, W), already centred on 0
         if self.exposure_norm:  # one gain per view: removes exposure, keeps the colour ratios
-            x = x * (0.5 / x.mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-3))  # (N, 3, H, W), mean 0.5
-        x = (x - 0.5) / 0.5  # (N, 3, H, W), [-1, 1] for the views' typical range
+            photo = photo * (0.5 / photo.mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-3))  # mean 0.5
+        x = torch.cat([(photo - 0.5) / 0.5, ratio], dim=1)  # (N, C_in, H, W), photo in [-1, 1]
         features = []
         for level in self.levels:
             if self.grad_checkpointing and torch.is_grad_enabled():
