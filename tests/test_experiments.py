@@ -3,6 +3,7 @@ real models for a step (slow), and the issue's 5-view ResNet50 command (slow).""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,6 +83,20 @@ def test_small_presets_train_with_their_real_models(
         f"experiment={experiment}", "tracking=none", *TINY_DATA, *ONE_STEP, "data.resolution=64"
     )
     assert torch.isfinite(torch.tensor(train(cfg)))
+
+
+@pytest.mark.slow
+def test_cpu_preset_trains_on_its_family_split_and_returns_the_skill(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    # 60 samples hold every family at this seed, so the preset's four held-out families exist.
+    cfg = compose_cfg(
+        "experiment=cpu", "tracking=none", "data.resolution=32", "data.num_samples=60", "data.cache=false",
+        "data.num_workers=0", "data.batch_size=4", *ONE_STEP[:2], "trainer.progress_bar=false",
+    )  # fmt: skip
+    assert cfg.optimized_metric == "val/skill_db" and cfg.data.split == "family"
+    skill = train(cfg)
+    assert math.isfinite(skill) and -30.0 < skill < 30.0  # dB over the constant / flat baselines
 
 
 @pytest.mark.slow
