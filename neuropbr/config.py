@@ -51,6 +51,7 @@ class Renders(str, Enum):
 
 
 OnError = Enum("OnError", [("raise", "raise"), ("skip", "skip")], type=str)  # type: ignore[misc]
+OnNonFinite = Enum("OnNonFinite", [("raise", "raise"), ("skip_step", "skip_step")], type=str)  # type: ignore[misc]
 
 
 class NormalConvention(str, Enum):
@@ -490,6 +491,10 @@ class TrainerConfig:
     #: Number of validation samples shown in image grids.
     num_log_images: int = 4
     progress_bar: bool = True
+    #: A step whose loss (or gradient norm) is NaN/inf is never applied; ``raise`` stops the run
+    #: after ``nonfinite_patience`` such steps in a row (nothing saved), ``skip_step`` goes on.
+    on_nonfinite: OnNonFinite = OnNonFinite["raise"]  # type: ignore[misc]
+    nonfinite_patience: int = 3
 
 
 @dataclass

@@ -14,6 +14,7 @@ too, with a fixed seed) and draw all augmentation randomness from ``sample_seed`
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from neuropbr.data.sampling import EpochSampler
 from neuropbr.utils.seeding import derive_seed
 from neuropbr.utils.signals import ignore_stop_signals_in_worker
+from neuropbr.utils.system import available_cores, default_loader_workers
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,20 @@ def unpack_key(key: SampleKey) -> tuple[int, int]:
     return int(key), 0
 
 
+def resolve_num_workers(value: int | str, cores: int | None = None) -> int:
+    """Training loader workers for ``data.num_workers``: a count, or ``auto`` (by the cores this
+    process may use: :func:`~neuropbr.utils.system.default_loader_workers`).
+
+    Raises:
+        ValueError: neither ``auto`` nor a count >= 0 (the message names the key).
+    """
+    if value == "auto":
+        return default_loader_workers(available_cores() if cores is None else cores)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"data.num_workers={value!r}: expected 'auto' or a number of workers >= 0")
+    return value
+
+
 class PBRDataModule(ABC):
     """Owns the train/val datasets of one data source and builds their loaders.
 
@@ -44,9 +60,12 @@ class PBRDataModule(ABC):
         resolution: side of the square views served.
         num_views: V, views per sample.
         batch_size: per-process batch size.
-        num_workers: loader worker processes (0 loads in the main process).
+        num_workers: training loader worker processes (0 loads in the main process), or
+            ``auto`` (see :func:`resolve_num_workers`). Validation uses at most as many, for its
+            batches only.
         pin_memory: page-lock batches for faster host-to-GPU copies (ignored without CUDA).
-        persistent_workers: keep workers alive between epochs.
+        persistent_workers: keep the training workers alive between epochs (validation workers
+            start at each validation and exit after it, so none idle through training).
         seed: the run's seed (split, order, augmentation).
         map_resolution: side of the target maps (default ``resolution``). A super-resolving
             decoder (``decoder.sr_scale``) needs targets at ``resolution * sr_scale``; the
@@ -61,7 +80,7 @@ class PBRDataModule(ABC):
         resolution: int,
         num_views: int,
         batch_size: int,
-        num_workers: int,
+        num_workers: int | str,
         pin_memory: bool,
         persistent_workers: bool,
         seed: int,
@@ -81,13 +100,13 @@ class PBRDataModule(ABC):
             raise ValueError(f"data.num_views={num_views}: expected >= 1")
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size}: expected >= 1")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers={num_workers}: expected >= 0")
         self.resolution = resolution
         self.map_resolution = map_resolution or resolution
         self.num_views = num_views
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        #: What ``data.num_workers`` said (``auto`` or a count), and the training workers it means.
+        self.num_workers_setting = num_workers
+        self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.seed = seed
@@ -116,6 +135,7 @@ class PBRDataModule(ABC):
             drop_last=False,
             even=even,
         )
+        workers = self.num_workers if train else self.val_workers(len(sampler))
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -123,13 +143,33 @@ class PBRDataModule(ABC):
             # Its own generator: creating an iterator then never consumes the global torch RNG,
             # so a resumed run draws exactly the random numbers an uninterrupted one does.
             generator=torch.Generator().manual_seed(derive_seed(self.seed, "loader")),
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            # Validation workers would otherwise sit idle (memory, a process each) between
+            # validations; starting them costs far less than a validation pass.
+            persistent_workers=train and self.persistent_workers and workers > 0,
             drop_last=False,
             # Ctrl-C, timeout or SLURM signal the whole process group: stopping is the main
             # process's job (it saves first), a worker killed by the signal would crash the step.
             worker_init_fn=ignore_stop_signals_in_worker,
+        )
+
+    def val_workers(self, samples: int) -> int:
+        """Validation loader workers for a shard of ``samples``: the training count, but no more
+        than it has batches."""
+        return min(self.num_workers, math.ceil(samples / self.batch_size))
+
+    def describe_workers(self, val_workers: int) -> str:
+        """One line for the training log: the workers of each loader and why."""
+        source = (
+            f"data.num_workers=auto on {available_cores()} core(s)"
+            if self.num_workers_setting == "auto"
+            else f"data.num_workers={self.num_workers_setting}"
+        )
+        kept = " (kept across epochs)" if self.persistent_workers and self.num_workers else ""
+        return (
+            f"loader workers: {self.num_workers} for training{kept}, {val_workers} for validation "
+            f"(started at each validation) ({source})"
         )
 
     def train_dataloader(self, rank: int = 0, world_size: int = 1) -> DataLoader:

@@ -140,7 +140,7 @@ class FolderDataModule(PBRDataModule):
         renders: str = "clean",
         val_ratio: float = 0.1,
         batch_size: int = 4,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         pin_memory: bool = True,
         persistent_workers: bool = True,
         aligned: bool = True,

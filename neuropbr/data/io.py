@@ -149,9 +149,37 @@ def inspect_image(path: str | Path, *, integrity: bool = True, deep: bool = Fals
         try:
             with Image.open(path) as img:
                 img.load()
+                problem = _value_problem(img)
         except (OSError, ValueError, SyntaxError) as err:
             raise ImageReadError(path, f"cannot decode pixels ({err})") from err
+        if problem:
+            raise ImageReadError(path, problem)
     return ImageInfo(path, width, height, fmt, mode, stat.st_size, stat.st_mtime_ns)
+
+
+def _value_problem(img: Image.Image) -> str | None:
+    """What is wrong with a decoded image's values, if anything: NaN/inf pixels, or float pixels
+    outside [0, 1] / 32-bit integer pixels outside [0, 65535] (clipped when loading).
+
+    8- and 16-bit modes cannot hold a wrong value; only float (F) and 32-bit integer (I) can.
+    """
+    if img.mode not in ("F", "I"):
+        return None
+    arr = np.asarray(img)
+    low, high = (0.0, 1.0) if img.mode == "F" else (0, 65535)
+    nonfinite = int(arr.size - np.count_nonzero(np.isfinite(arr))) if img.mode == "F" else 0
+    if nonfinite:
+        return (
+            f"non-finite pixels: {nonfinite} of {arr.size} are NaN or inf (mode {img.mode}); training "
+            "on them makes the loss NaN"
+        )
+    outside = int(np.count_nonzero((arr < low) | (arr > high)))
+    if outside:
+        return (
+            f"out-of-range pixels: {outside} of {arr.size} outside [{low}, {high}] (min {arr.min():g}, "
+            f"max {arr.max():g}, mode {img.mode}); loading clips them"
+        )
+    return None
 
 
 def _check_png_chunks(path: Path) -> None:
@@ -291,6 +319,10 @@ def _to_float_array(img: Image.Image, resolution: int | None) -> np.ndarray:
     target = None if resolution is None or img.size == (resolution, resolution) else resolution
     if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
         arr = np.asarray(img).astype(np.float32)
+        if mode == "F" and not np.isfinite(arr).all():
+            # Clipping keeps NaN: it would reach the loss. Refuse the file (its sample is skipped
+            # with data.on_error=skip).
+            raise ValueError(f"{_value_problem(img)}")
         if mode != "F":
             arr /= _integer_peak(img, arr)
         arr = np.clip(arr, 0.0, 1.0)

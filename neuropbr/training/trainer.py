@@ -31,10 +31,12 @@ from neuropbr.models.contracts import PBR_MAPS
 from neuropbr.training.checkpoint import Checkpointer, capture_rng_state, load_module_state, restore_rng_state
 from neuropbr.training.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from neuropbr.training.ema import ExponentialMovingAverage
+from neuropbr.training.nonfinite import NonFiniteGuard
 from neuropbr.training.precision import Precision
 from neuropbr.training.tracking import NullTracker, Tracker
 from neuropbr.training.validation import validate
 from neuropbr.training.visualize import write_validation_images
+from neuropbr.utils.choices import choice
 from neuropbr.utils.signals import stop_signals
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,11 @@ class LoopSettings:
     log_images_every_n_epochs: int = 5
     num_log_images: int = 4
     progress_bar: bool = True
+    on_nonfinite: str = "raise"
+    nonfinite_patience: int = 3
 
     def __post_init__(self) -> None:
+        self.on_nonfinite = choice(self.on_nonfinite)
         for key in ("max_epochs", "d_steps_per_g_step", "val_every_n_epochs", "log_every_n_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"trainer.{key}={getattr(self, key)}: expected >= 1")
@@ -173,6 +178,13 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_metric: float | None = None
         self._stop_signal: int | None = None
+        self.nonfinite = NonFiniteGuard(
+            settings.on_nonfinite,
+            settings.nonfinite_patience,
+            [self.generator, self.discriminator],
+            checkpointer.latest_path,
+            distributed=self.dist.enabled,
+        )
 
     def _wrap(self, module: nn.Module, compile: bool) -> Callable[..., Any]:
         wrapped = module
@@ -190,18 +202,26 @@ class Trainer:
         scaler: Any,
         module: nn.Module,
         clip: float | None,
-    ) -> None:
+    ) -> bool:
+        """Backward and step; returns False (step not applied) when the loss or the gradient
+        norm is not finite."""
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        norm = None
         if clip:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            torch.nn.utils.clip_grad_norm_(module.parameters(), clip, foreach=True)
-        scaler.step(optimizer)
-        scaler.update()
+            norm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip, foreach=True)
+        # Checked once the backward pass is queued (one sync); a GradScaler already skips steps
+        # with non-finite gradients itself (and lowers its scale), so it steps regardless.
+        finite = self.nonfinite.finite(loss, None if scaler.is_enabled() else norm)
+        if finite or scaler.is_enabled():
+            scaler.step(optimizer)
+            scaler.update()
         # Free the gradients now, not at the next backward: the generator's (0.45 GiB for
         # fast_iteration) would otherwise stay allocated through the next G forward and D step,
         # where the step's memory peaks.
         optimizer.zero_grad(set_to_none=True)
+        return finite
 
     def train_step(self, batch: dict[str, Any], gan_on: bool, with_metrics: bool = True) -> dict[str, Tensor]:
         """One D step (x ``d_steps_per_g_step``, when the GAN is on) and one G step.
@@ -216,8 +236,14 @@ class Trainer:
                 angle); the loop asks for them on logging steps only.
 
         Returns:
-            Detached scalars for logging; nothing here waits for the device.
+            Detached scalars for logging; the only wait for the device is the finiteness check
+            of each optimizer step (:mod:`neuropbr.training.nonfinite`).
+
+        Raises:
+            NonFiniteLossError: ``trainer.on_nonfinite=raise`` and too many non-finite steps.
         """
+        self.nonfinite.snapshot()
+        finite = True
         views = batch["views"].to(self.device, non_blocking=True)  # (B, V, 3, H, W)
         target = {k: v.to(self.device, non_blocking=True) for k, v in batch["maps"].items()}
         logs: dict[str, Tensor] = {}
@@ -238,7 +264,7 @@ class Trainer:
                     d_loss = self.loss.discriminator_loss(
                         self.d_train(real, views), self.d_train(fake_stack, views)
                     )
-                self._optimize(
+                finite &= self._optimize(
                     d_loss, self.d_optimizer, self.d_scaler, discriminator, self.s.d_grad_clip_norm
                 )
             logs["d_loss"] = d_loss.detach()
@@ -253,8 +279,12 @@ class Trainer:
             g_loss, terms = self.loss(fake, target, fake_logits)
         if discriminator is not None and gan_on:
             discriminator.requires_grad_(True)
-        self._optimize(g_loss, self.g_optimizer, self.g_scaler, self.generator, self.s.grad_clip_norm)
-        if self.ema is not None:
+        finite &= self._optimize(
+            g_loss, self.g_optimizer, self.g_scaler, self.generator, self.s.grad_clip_norm
+        )
+        if not finite:  # the forward passes updated the running statistics with non-finite values
+            self.nonfinite.restore()
+        elif self.ema is not None:
             self.ema.update(self.generator, self.step)
         logs["g_loss"] = g_loss.detach()
         for name, value in terms.items():
@@ -264,6 +294,9 @@ class Trainer:
         if with_metrics:
             with torch.no_grad():
                 logs.update(train_step_metrics({k: v.detach() for k, v in fake.items()}, target))
+        self.nonfinite.record(
+            finite, step=self.step + 1, epoch=self.epoch + 1, samples=batch.get("sample"), logs=logs
+        )
         return logs
 
     # --- epochs --------------------------------------------------------------------------------
@@ -481,6 +514,11 @@ class Trainer:
                     break
         finally:
             self._restore_signal_handlers(previous)
+        if self.nonfinite.skipped and self.dist.is_main:
+            log.warning(
+                "skipped %d step(s) with a non-finite loss (trainer.on_nonfinite)", self.nonfinite.skipped
+            )
+            self.tracker.log_metrics({"train/nonfinite_steps": self.nonfinite.skipped}, step=self.step)
         result.best_metric, result.epochs_done, result.steps = self.best_metric, self.epoch, self.step
         return result
 
