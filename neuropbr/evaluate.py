@@ -45,6 +45,7 @@ from neuropbr.build import build_datamodule, build_loss
 from neuropbr.config import DataConfig, config_dir, register_configs
 from neuropbr.data.sampling import EpochSampler
 from neuropbr.inference import LoadedGenerator, load_generator
+from neuropbr.metrics import METRIC_DEFINITIONS, BaselineMaps
 from neuropbr.models.contracts import PBR_MAPS
 from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.tracking import MlflowTracker, NullTracker, Tracker
@@ -171,16 +172,33 @@ def default_report_path(checkpoint: Path, split: str, data: Mapping[str, Any]) -
 
 
 def score(
-    model: LoadedGenerator, loader: DataLoader, loss: torch.nn.Module | None, precision: Any
+    model: LoadedGenerator,
+    loader: DataLoader,
+    loss: torch.nn.Module | None,
+    precision: Any,
+    baseline: BaselineMaps | None = None,
 ) -> tuple[dict[str, float], int]:
     """Every metric of :class:`~neuropbr.metrics.MetricAccumulator` (and the loss) over ``loader``,
-    computed exactly as training's validation does (:func:`~neuropbr.training.validation.validate`).
+    computed exactly as training's validation does (:func:`~neuropbr.training.validation.validate`),
+    with the trivial predictors' scores when ``baseline`` is given.
 
     Returns:
         ``({key: value}, number of samples)``; ``loss`` is the sample-weighted mean loss.
     """
-    result = validate(model.generator, loader, loss, precision, model.device)
+    result = validate(model.generator, loader, loss, precision, model.device, baseline=baseline)
     return result.metrics, result.count
+
+
+def baseline_for(model: LoadedGenerator, datamodule: Any) -> BaselineMaps | None:
+    """The constant predictor to score beside the model: the one its training run used (stored in
+    the checkpoint), else the means of the evaluated data's own training split."""
+    if model.baseline_maps is not None:
+        return BaselineMaps.from_dict(model.baseline_maps)
+    if datamodule.train_set is not None and len(datamodule.train_set) > 0:
+        log.info("the checkpoint stores no baseline maps: the constant baseline uses this data's train split")
+        return BaselineMaps.from_maps(datamodule.training_maps())
+    log.warning("no baseline maps in the checkpoint and no train split here: baselines are not reported")
+    return None
 
 
 #: Rows of the printed table: per-map image metrics, then the scalar ones.
@@ -195,6 +213,19 @@ _SCALAR_ROWS = (
     ("overall SSIM", "overall_ssim"),
     ("render PSNR (dB)", "render_psnr"),
     ("loss", "loss"),
+    ("constant albedo PSNR (dB)", "baseline_constant_albedo_psnr"),
+    ("view-mean albedo PSNR (dB)", "baseline_view_mean_albedo_psnr"),
+    ("constant roughness PSNR (dB)", "baseline_constant_roughness_psnr"),
+    ("constant metallic PSNR (dB)", "baseline_constant_metallic_psnr"),
+    ("flat normal PSNR (dB)", "baseline_flat_normal_psnr"),
+    ("flat normal angle mean (deg)", "baseline_flat_normal_angle_mean"),
+    ("albedo skill (dB over constant)", "albedo_skill_db"),
+    ("albedo skill (dB over view mean)", "albedo_skill_db_vs_view_mean"),
+    ("roughness skill (dB)", "roughness_skill_db"),
+    ("metallic skill (dB)", "metallic_skill_db"),
+    ("normal skill (dB over flat)", "normal_skill_db"),
+    ("normal angle / flat normal's", "normal_angle_ratio"),
+    ("mean skill (dB)", "skill_db"),
 )
 
 
@@ -282,7 +313,11 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     loss = build_loss(model.config).to(device).eval() if cfg.compute_loss else None
     start = time.perf_counter()
     values, count = score(
-        model, _loader(dataset, datamodule), loss, resolve_precision(choice(cfg.precision), device)
+        model,
+        _loader(dataset, datamodule),
+        loss,
+        resolve_precision(choice(cfg.precision), device),
+        baseline_for(model, datamodule),
     )
     metrics = {f"{split}/{key}": value for key, value in values.items()}
     log.info("scored %d samples in %.1f s", count, time.perf_counter() - start)
@@ -299,6 +334,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "num_samples": count,
         "data": data,
         "metrics": metrics,
+        "metric_definitions": METRIC_DEFINITIONS,
         "training_run_id": model.mlflow_run_id,
         "mlflow_run_id": None,
         "json": str(out.resolve()),

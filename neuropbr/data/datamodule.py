@@ -18,6 +18,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from neuropbr.data.sampling import EpochSampler
@@ -118,6 +119,17 @@ class PBRDataModule(ABC):
     @abstractmethod
     def setup(self) -> None:
         """Build (and validate) ``train_set`` and ``val_set``. Called once before training."""
+
+    def training_maps(self, max_samples: int = 64) -> list[dict[str, Tensor]]:
+        """Target maps of up to ``max_samples`` training samples, evenly spread over the train set
+        (what the constant baseline of the metrics averages). Unaugmented: seed-0 keys."""
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before training_maps()")
+        count = len(self.train_set)  # type: ignore[arg-type]
+        picks = sorted(
+            {round(i * (count - 1) / max(max_samples - 1, 1)) for i in range(min(max_samples, count))}
+        )
+        return [self.train_set[(index, 0)]["maps"] for index in picks]
 
     def _loader(
         self, dataset: Dataset | None, *, train: bool, rank: int, world_size: int, even: bool = True

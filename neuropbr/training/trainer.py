@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from neuropbr.losses.composite import CompositeLoss
-from neuropbr.metrics import train_step_metrics
+from neuropbr.metrics import BaselineMaps, train_step_metrics
 from neuropbr.models.contracts import PBR_MAPS
 from neuropbr.training.checkpoint import Checkpointer, capture_rng_state, load_module_state, restore_rng_state
 from neuropbr.training.distributed import DistInfo, barrier, broadcast_object, gather_objects
@@ -175,6 +175,12 @@ class Trainer:
             )
         # Every rank validates its shard; the metric sums are all-reduced (validation.validate).
         self.val_loader = datamodule.val_dataloader(self.dist.rank, self.dist.world_size) if has_val else None
+        if self.dist.is_main:
+            log.info(datamodule.describe_workers(self.val_loader.num_workers if self.val_loader else 0))
+        # What a constant predictor learns from the training set: validation scores it beside the model.
+        self.baseline = BaselineMaps.from_maps(datamodule.training_maps()) if has_val else None
+        if self.baseline is not None:
+            log.info("baseline maps (training means): %s", self.baseline.to_dict())
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_metric: float | None = None
         self._stop_signal: int | None = None
@@ -428,6 +434,7 @@ class Trainer:
             self.device,
             self.s.num_log_images if self.dist.is_main else 0,
             dist_info=self.dist,
+            baseline=self.baseline,
         )
         metrics = {f"val/{k}": v for k, v in result.metrics.items()}
         self.tracker.log_metrics(metrics, step=self.step)  # a NullTracker off rank 0
@@ -584,6 +591,7 @@ class Trainer:
             "optimized_metric": self.optimized_metric,
             "mlflow_run_id": self.tracker.run_id,
             "config": self.config,
+            "baseline_maps": self.baseline.to_dict() if self.baseline is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
