@@ -154,8 +154,11 @@ class DataConfig:
     #: With split=family: the families to hold out (default: drawn from the seed with val_ratio).
     val_families: list[str] | None = None
     batch_size: int = 4
-    num_workers: int = 2
+    #: Training loader workers, or ``auto``: none on <= 2 cores, else min(4, cores - 1).
+    #: Validation starts at most as many at each validation (never kept between them).
+    num_workers: int | str = "auto"
     pin_memory: bool = True
+    #: Keep the training workers between epochs.
     persistent_workers: bool = True
     #: Views are rectified to texture space (pixel (i, j) sees texel (i, j)).
     aligned: bool = True
