@@ -212,6 +212,7 @@ def train(cfg: DictConfig) -> float:
         status = "KILLED" if stopped else "FINISHED"
         if dist_info.is_main:
             _log_run_artifacts(cfg, trainer, tracker)
+            report_skipped_samples(datamodule, tracker, trainer.step)
     finally:
         tracker.close(status)
         cleanup(dist_info)
@@ -222,6 +223,28 @@ def train(cfg: DictConfig) -> float:
     if objective is None:
         _raise_pruned(cfg, result.metrics)
     return objective
+
+
+def report_skipped_samples(datamodule: Any, tracker: Any, step: int) -> None:
+    """With ``data.on_error=skip``: how many samples were skipped at start-up and which while
+    loading, in the log and as MLflow metrics (``data/skipped_at_startup``,
+    ``data/skipped_while_loading``) and a tag listing them."""
+    summary = datamodule.summary() if hasattr(datamodule, "summary") else {}
+    at_startup = int(summary.get("skipped", 0)) if isinstance(summary, dict) else 0
+    while_loading = datamodule.skipped_while_loading() if hasattr(datamodule, "skipped_while_loading") else []
+    if not at_startup and not while_loading:
+        return
+    log.warning(
+        "data.on_error=skip: %d sample(s) skipped at start-up, %d while loading%s",
+        at_startup,
+        len(while_loading),
+        f" ({', '.join(while_loading)})" if while_loading else "",
+    )
+    tracker.log_metrics(
+        {"data/skipped_at_startup": at_startup, "data/skipped_while_loading": len(while_loading)}, step
+    )
+    if while_loading:
+        tracker.set_tags({"data_skipped_while_loading": ", ".join(while_loading)[:5000]})
 
 
 def _log_run_artifacts(cfg: DictConfig, trainer: Trainer, tracker: Any) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -51,6 +52,9 @@ class FolderDataset(Dataset):
         normal_convention: ``opengl`` or ``directx`` (G flipped on load).
         cache: serve decoded arrays from this cache (built for ``entries``) instead of the files.
         augment: applied to every sample with its sample seed (None for validation).
+        on_error: ``skip``: a sample whose files fail to decode while loading (start-up only
+            reads headers and checks integrity) is skipped from then on, with a warning naming
+            the file, and the next loadable sample is served in its place; ``raise``: fail.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class FolderDataset(Dataset):
         normal_convention: str = "opengl",
         cache: DecodedCache | None = None,
         augment: AugmentFn | None = None,
+        on_error: str = "raise",
     ) -> None:
         self.entries = list(entries)
         self.resolution = resolution
@@ -69,6 +74,10 @@ class FolderDataset(Dataset):
         self.normal_convention = normal_convention
         self.cache = cache
         self.augment = augment
+        self.on_error = on_error
+        # Which entries failed while loading; in shared memory, so that the loader's worker
+        # processes (forked after this) mark them and the main process can report them.
+        self._failed = torch.zeros(len(self.entries), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -81,26 +90,47 @@ class FolderDataset(Dataset):
             "material": str}``.
 
         Raises:
-            DatasetError: a file became unreadable after start-up validation (names sample + path).
+            DatasetError: a file became unreadable after start-up validation (names sample + path),
+                with ``on_error=raise``; with ``skip``, only when no sample can be loaded.
         """
         index, sample_seed = unpack_key(key)
         entry = self.entries[index]
         if self.cache is not None:
             views, maps = self.cache.load(entry)
         else:
-            try:
-                views = load_views(entry.views, self.resolution)
-                maps = load_maps(entry.maps, self.map_resolution, self.normal_convention)
-            except ImageReadError as err:
-                # Validated at start-up: the file changed since, or it is broken in a way only a
-                # full decode reveals. Name it instead of surfacing a PIL traceback.
-                raise DatasetError(
-                    f"{entry.id} | {err.path} | {err.reason} (found while loading; run "
-                    f"`python -m neuropbr.data.check` to decode and list every bad file)"
-                ) from err
+            views, maps, entry = self._decode(index)
         if self.augment is not None:
             views, maps = self.augment(views, maps, sample_seed)
         return {"views": views, "maps": maps, "sample": entry.id, "material": entry.material}
+
+    def _decode(self, index: int) -> tuple[Tensor, dict[str, Tensor], SampleEntry]:
+        """Decode entry ``index``, or with ``on_error=skip`` the first loadable one after it."""
+        count = len(self.entries)
+        for candidate in (index + offset for offset in range(count)):
+            entry = self.entries[candidate % count]
+            if self._failed[candidate % count]:
+                continue
+            try:
+                views = load_views(entry.views, self.resolution)
+                return views, load_maps(entry.maps, self.map_resolution, self.normal_convention), entry
+            except ImageReadError as err:
+                # Validated at start-up: the file changed since, or it is broken in a way only a
+                # full decode reveals. Name it instead of surfacing a PIL traceback.
+                problem = f"{entry.id} | {err.path} | {err.reason} (found while loading"
+                if self.on_error != "skip":
+                    raise DatasetError(
+                        f"{problem}; run `python -m neuropbr.data.check` to decode and list every "
+                        "bad file, or set data.on_error=skip)"
+                    ) from err
+                self._failed[candidate % count] = True
+                log.warning("data.on_error=skip: %s; skipped from now on)", problem)
+        raise DatasetError(
+            f"data.on_error=skip: none of the {count} samples can be loaded (see the warnings)"
+        )
+
+    def failed_while_loading(self) -> list[str]:
+        """Ids of the samples skipped because their files failed to decode while loading."""
+        return [self.entries[i].id for i in torch.nonzero(self._failed).flatten().tolist()]
 
 
 class FolderDataModule(PBRDataModule):
@@ -263,6 +293,7 @@ class FolderDataModule(PBRDataModule):
                 normal_convention=self.normal_convention,
                 cache=decoded_cache,
                 augment=augment,
+                on_error=self.on_error,
             )
 
         self.train_set = dataset(train_idx, self.augment)
@@ -303,6 +334,14 @@ class FolderDataModule(PBRDataModule):
             "val_materials"}`` (empty before :meth:`setup`).
         """
         return dict(self._counts)
+
+    def skipped_while_loading(self) -> list[str]:
+        """Samples skipped so far because their files failed to decode while loading
+        (``data.on_error=skip``; start-up problems are counted in :meth:`summary`)."""
+        sets = (self.train_set, self.val_set)
+        return sorted(
+            sample for s in sets if isinstance(s, FolderDataset) for sample in s.failed_while_loading()
+        )
 
     def _handle_problems(
         self, problems: Sequence[Problem], entries: list[SampleEntry], considered: Sequence[str]
