@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss, instantiate
 from neuropbr.config import config_dir, register_configs
+from neuropbr.config_checks import check_train_config
 from neuropbr.metrics import VALIDATION_KEYS
 from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, load_checkpoint
 from neuropbr.training.distributed import DistInfo, cleanup, init_distributed
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 def check_config(cfg: DictConfig) -> None:
     """Checks that involve several groups (single-key checks live in the components)."""
+    check_train_config(cfg)  # unset and out-of-range values, data.resolution vs the encoder
     valid = [f"val/{key}" for key in VALIDATION_KEYS]
     if cfg.optimized_metric not in valid:
         # Checked now, not after the first epoch (hours at 2048 px).
