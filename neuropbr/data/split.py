@@ -82,15 +82,23 @@ def held_out_families(
         val_families: an explicit list instead of the seeded draw; each must be present.
 
     Raises:
-        ValueError: an explicit family is unknown, or the explicit list holds out every family.
+        ValueError: no explicit family is in the data (absent ones are only warned about: a
+            small dataset may hold no sample of some family), or the list holds out every family.
     """
     present = sorted(set(families))
     if val_families is not None:
-        chosen = set(val_families)
-        unknown = sorted(chosen - set(present))
-        if unknown:
+        chosen = set(val_families) & set(present)
+        absent = sorted(set(val_families) - set(present))
+        if not chosen:
             raise ValueError(
-                f"data.val_families={sorted(chosen)}: {unknown} not in the data's families {present}"
+                f"data.val_families={sorted(val_families)}: none is among the data's families {present}"
+            )
+        if absent:  # e.g. a small dataset that happens to hold no sample of some family
+            log.warning(
+                "data.val_families: %s not in the data's families %s; holding out %s",
+                absent,
+                present,
+                sorted(chosen),
             )
         if present and chosen == set(present):
             raise ValueError(

@@ -14,7 +14,8 @@ def shading_ratio(views: Tensor, floor: float = 0.02) -> Tensor:
 
     For a diffuse surface a view is ``albedo * shading_k``: the log-ratio
     ``log(shading_k) - mean_j log(shading_j)`` no longer depends on the albedo, only on how
-    differently the views' lights shade each texel (order-independent; zero for one view).
+    differently the views' lights shade each texel (up to one constant per view, from its
+    exposure gain; order-independent; zero for one view).
 
     Args:
         views: (B, V, 3, H, W) in [0, 1].
