@@ -284,6 +284,9 @@ class UNetEncoderConfig:
     grad_checkpointing: bool = False
     #: Scale each view to mean 0.5 first (one gain per view): removes the exposure.
     exposure_norm: bool = False
+    #: Also feed each view's log-ratio to the mean of all views (6 input channels): albedo cancels,
+    #: the lights' shading differences (the photometric-stereo cue for normals) remain.
+    shading_ratio: bool = False
 
 
 @dataclass
