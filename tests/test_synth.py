@@ -17,8 +17,8 @@ from neuropbr.data.check import check_dataset
 from neuropbr.data.io import decode_normal, read_image, to_chw
 from neuropbr.data.synthetic import SyntheticDataModule
 from neuropbr.render.hdr import write_hdr
-from neuropbr.render.materials import FAMILIES
 from neuropbr.render.lights import procedural_sky
+from neuropbr.render.materials import FAMILIES
 from neuropbr.synth import synthesize
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
