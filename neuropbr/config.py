@@ -515,6 +515,9 @@ class MlflowTrackingConfig:
     #: Upload the best checkpoint as an artifact at the end of training.
     log_checkpoint: bool = True
     tensorboard_dir: str = SI("${paths.output_dir}/tensorboard")
+    #: A remote server that stops answering mid-run: seconds between attempts to re-send what
+    #: was kept in memory meanwhile (training goes on).
+    retry_every_s: float = 60.0
 
 
 @dataclass

@@ -27,6 +27,7 @@ from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, l
 from neuropbr.training.distributed import DistInfo, cleanup, init_distributed
 from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.tracking import NullTracker
+from neuropbr.training.tracking_server import check_tracking_server
 from neuropbr.training.trainer import LoopSettings, Trainer
 from neuropbr.utils.choices import choice
 from neuropbr.utils.provenance import git_state
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 def check_config(cfg: DictConfig) -> None:
     """Checks that involve several groups (single-key checks live in the components)."""
+    if str(cfg.tracking.get("_target_", "")).endswith("MlflowTracker"):
+        check_tracking_server(cfg.tracking.get("uri"))  # a dead server: fail in seconds, not after the data
     check_train_config(cfg)  # unset and out-of-range values, data.resolution vs the encoder
     valid = [f"val/{key}" for key in VALIDATION_KEYS]
     if cfg.optimized_metric not in valid:

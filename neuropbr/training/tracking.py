@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from neuropbr.training.tracking_server import BufferedClient, check_tracking_server, is_remote
+
 log = logging.getLogger(__name__)
 
 #: MLflow's request limits (LogBatch): params and metrics are sent in chunks below these.
@@ -123,6 +125,8 @@ class MlflowTracker:
         tensorboard: also write TensorBoard event files to ``tensorboard_dir``.
         log_checkpoint: upload the best checkpoint at the end of training.
         tensorboard_dir: where TensorBoard writes (the run directory's ``tensorboard/``).
+        retry_every_s: a remote server that stops answering mid-run: seconds between attempts
+            to re-send what was kept meanwhile (:mod:`neuropbr.training.tracking_server`).
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class MlflowTracker:
         tensorboard: bool = False,
         log_checkpoint: bool = True,
         tensorboard_dir: str | None = None,
+        retry_every_s: float = 60.0,
     ) -> None:
         try:
             from mlflow.tracking import MlflowClient
@@ -145,6 +150,10 @@ class MlflowTracker:
         self.run_name = run_name
         self.log_checkpoint = log_checkpoint
         self.client = MlflowClient(tracking_uri=self.uri)
+        if is_remote(self.uri):
+            # Fail now if the server is down; keep the run going if it goes away later.
+            check_tracking_server(uri)
+            self.client = BufferedClient(self.client, self.uri, retry_every_s=retry_every_s)
         self.run_id: str | None = None
         self._tb_writer: Any = None
         if tensorboard:
