@@ -134,7 +134,23 @@ def registered_targets() -> dict[str, frozenset[str]]:
         if isinstance(tree, dict):
             tree.pop("defaults", None)
             add(tree, prefix)
+    # A data source of data=mix may be any data option (its own target and augment's).
+    for key, values in list(allowed.items()):
+        if key.startswith("data.") and not key.startswith(f"{_MIX_SOURCES}."):
+            allowed.setdefault(f"{_MIX_SOURCES}.*.{key[len('data.') :]}", set()).update(values)
     return {key: frozenset(values) for key, values in allowed.items()}
+
+
+#: Where ``data=mix`` keeps its sources: ``{name: a data config}`` with names users choose.
+_MIX_SOURCES = "data.sources"
+
+
+def _registered_key(key: str) -> str:
+    """``data.sources.<name>.X`` -> ``data.sources.*.X`` (source names are free)."""
+    if key.startswith(f"{_MIX_SOURCES}."):
+        _, _, rest = key[len(_MIX_SOURCES) + 1 :].partition(".")
+        return f"{_MIX_SOURCES}.*.{rest}"
+    return key
 
 
 def check_registered_targets(config: Mapping[str, Any]) -> None:
@@ -152,10 +168,11 @@ def check_registered_targets(config: Mapping[str, Any]) -> None:
     for key, value in _targets(config):
         if value is None:  # discriminator=none: nothing is built
             continue
-        if key not in allowed:
+        registered = allowed.get(_registered_key(key))
+        if registered is None:
             refused.append(f"{key}={value!r} (no component is registered at this key)")
-        elif value not in allowed[key]:
-            refused.append(f"{key}={value!r} (expected one of {sorted(allowed[key])})")
+        elif value not in registered:
+            refused.append(f"{key}={value!r} (expected one of {sorted(registered)})")
     if refused:
         raise UnregisteredTargetError(
             "names components that are not NeuroPBR's own, so nothing was built: "
