@@ -690,6 +690,25 @@ class InferConfig:
     #: Use the EMA weights when the checkpoint has them.
     ema: bool = True
     device: DeviceKind = DeviceKind.auto
+    #: Raw photos of one sample instead of ``views`` (handheld, in perspective, any sizes; the
+    #: first is the reference); needs ``align=true``.
+    photos: list[str] | None = None
+    #: Rectify and align the photos before inference (``neuropbr.align``): ``photos``, or each
+    #: sample's views in batch mode. Writes ``aligned/`` and ``align_report.json`` beside the maps.
+    align: bool = False
+    #: The sample's four corners in the reference photo, ``[[x, y], ...]`` in pixels, any order
+    #: (null: found automatically on a plain, contrasting background). The pairs are checked as
+    #: numbers before anything loads: OmegaConf 2.3 refuses integers in a nested float list.
+    corners: list[list[Any]] | None = None
+    #: Per photo, its own four corners or null (aligned to the reference by features).
+    photo_corners: list[list[list[Any]] | None] | None = None
+    #: Side of the rectified square views in pixels (null: the sample's size in the reference
+    #: photo, at most 2048).
+    align_resolution: int | None = None
+    #: Long side of the photo copies that features are detected on.
+    align_feature_size: int = 1024
+    #: A photo aligned with fewer RANSAC inliers fails.
+    align_min_inliers: int = 30
 
 
 @dataclass
