@@ -539,6 +539,8 @@ class SweepHandleConfig:
     study_name: str | None = None
     trial_number: int | None = None
     mlflow_parent_run_id: str | None = None
+    #: The trial's MLflow run name (its number and the values tried).
+    run_name: str | None = None
 
 
 @dataclass
@@ -563,6 +565,8 @@ class TrainConfig:
     optimized_metric: str = "val/loss"
     optimized_metric_mode: MetricMode = MetricMode.min
     task_name: str = "train"
+    #: MLflow tags of the run: ``name`` (tag = true) or ``key:value``, e.g. ``tags=[baseline,owner:ana]``.
+    tags: list[str] = field(default_factory=list)
 
 
 # --- python -m neuropbr.synth ---------------------------------------------------------------------

@@ -25,12 +25,21 @@ from neuropbr.config_checks import check_train_config
 from neuropbr.metrics import VALIDATION_KEYS
 from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, load_checkpoint
 from neuropbr.training.distributed import DistInfo, cleanup, init_distributed
+from neuropbr.training.multirun import parent_run_id, sweep_command_line
 from neuropbr.training.precision import resolve_device, resolve_precision
+from neuropbr.training.run_metadata import (
+    child_run_name,
+    config_params,
+    default_run_name,
+    hydra_choices,
+    source_tags,
+    swept_values,
+    user_tags,
+)
 from neuropbr.training.tracking import NullTracker
 from neuropbr.training.tracking_server import check_tracking_server
 from neuropbr.training.trainer import LoopSettings, Trainer
 from neuropbr.utils.choices import choice
-from neuropbr.utils.provenance import git_state
 from neuropbr.utils.seeding import seed_everything
 from neuropbr.utils.signals import hand_over_preemption
 
@@ -46,6 +55,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.optimized_metric not in valid:
         # Checked now, not after the first epoch (hours at 2048 px).
         raise ValueError(f"optimized_metric={cfg.optimized_metric!r}: expected one of {valid}")
+    user_tags(cfg.get("tags"))  # a bad tag fails now, naming it, not after the data is set up
     if cfg.discriminator.get("_target_") is None and cfg.loss.weights.get("gan", 0.0) > 0:
         log.info(
             "discriminator=none: loss.weights.gan=%s is ignored (no adversarial training)",
@@ -80,11 +90,14 @@ def _optimizer(
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
-    """Git commit (and whether the checkout had local edits), overrides, host and sweep ids."""
-    commit, dirty = git_state()
-    tags = {"git_commit": commit, "hostname": socket.gethostname(), "task": str(cfg.task_name)}
-    if dirty is not None:
-        tags["git_dirty"] = str(dirty).lower()
+    """MLflow's source tags (git commit, entry point, user), the overrides, host, sweep ids and
+    the user's ``tags=[...]``."""
+    tags = {
+        **source_tags(),
+        "hostname": socket.gethostname(),
+        "task": str(cfg.task_name),
+        **user_tags(cfg.get("tags")),
+    }
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -98,6 +111,29 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     if cfg.sweep.study_name:
         tags.update(optuna_study=str(cfg.sweep.study_name), optuna_trial=str(cfg.sweep.trial_number))
     return tags
+
+
+def run_name(cfg: DictConfig) -> str:
+    """The MLflow run's default name (``tracking.run_name`` overrides it).
+
+    A single run: ``<experiment or task>-<encoder>-<loss>-<date>-<time>``. A multirun job: its
+    number and the values it tried, ``trial3-loss.weights.ssim=0.31`` (our Optuna sweeper) or
+    ``job1-optimizer.g_lr=0.001`` (Hydra's basic sweeper: the keys the command line sweeps).
+    """
+    choices = hydra_choices()
+    if cfg.sweep.trial_number is not None:
+        return cfg.sweep.run_name or child_run_name("trial", int(cfg.sweep.trial_number), {})
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # not running under @hydra.main
+        hydra_cfg = None
+    if hydra_cfg is not None and hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+        job = list(hydra_cfg.overrides.task)
+        sweep = sweep_command_line(Path(str(hydra_cfg.sweep.dir)))
+        return child_run_name("job", int(hydra_cfg.job.num), swept_values(sweep, job))
+    return default_run_name(str(cfg.task_name), choices, cfg.encoder)
 
 
 def build_trainer(
@@ -200,10 +236,12 @@ def train(cfg: DictConfig) -> float:
     status = "FAILED"
     try:
         tracker.start(
-            params=trainer.config,
+            params=config_params(trainer.config, hydra_choices()),
             tags=run_tags(cfg),
             resume_run_id=state.get("mlflow_run_id") if state else None,
-            parent_run_id=cfg.sweep.mlflow_parent_run_id,
+            # Our Optuna sweeper names the parent; any other multirun's is in its sweep directory.
+            parent_run_id=cfg.sweep.mlflow_parent_run_id or parent_run_id(getattr(tracker, "uri", None)),
+            default_name=run_name(cfg),
         )
         result = trainer.fit()
         stopped = result.stop_signal is not None or result.stopped_by_hook

@@ -384,9 +384,16 @@ class _SweepLoop:
         trial.set_user_attr("worker", self.worker)
         if self.space.fixed:
             trial.set_user_attr("fixed_overrides", list(self.space.fixed.values()))
-        return self.space.overrides_for(trial.params) + sweeper.handle_overrides(
-            self.study_name, trial, self.runs, self.parent_run_id
-        )
+        lines = self.space.overrides_for(trial.params)
+        handles = sweeper.handle_overrides(self.study_name, trial, self.runs, self.parent_run_id)
+        if handles and "run_name" in sweeper.config.sweep:
+            from neuropbr.training.run_metadata import child_run_name
+
+            # The trial's MLflow run is named by its number and the sampled values (the fixed
+            # overrides come first in ``lines`` and are the same in every trial).
+            sampled = dict(line.split("=", 1) for line in lines[len(self.space.fixed) :])
+            handles.append(f"sweep.run_name={format_value(child_run_name('trial', trial.number, sampled))}")
+        return lines + handles
 
     def _launch(self, trials: Sequence[optuna.Trial], overrides: Sequence[list[str]]) -> list[JobReturn]:
         """Launch the batch so that each job's number (and run directory) is its trial number."""

@@ -38,6 +38,7 @@ class Tracker(Protocol):
         tags: Mapping[str, str],
         resume_run_id: str | None = None,
         parent_run_id: str | None = None,
+        default_name: str | None = None,
     ) -> None: ...
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
@@ -121,7 +122,8 @@ class MlflowTracker:
     Args:
         uri: tracking URI; None -> ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``.
         experiment_name: created on first use.
-        run_name: display name (MLflow picks one if None).
+        run_name: display name; None: the ``default_name`` given to :meth:`start` (made unique in
+            the experiment with a ``-2``, ``-3`` ... suffix), else one MLflow picks.
         tensorboard: also write TensorBoard event files to ``tensorboard_dir``.
         log_checkpoint: upload the best checkpoint at the end of training.
         tensorboard_dir: where TensorBoard writes (the run directory's ``tensorboard/``).
@@ -175,8 +177,12 @@ class MlflowTracker:
         tags: Mapping[str, str],
         resume_run_id: str | None = None,
         parent_run_id: str | None = None,
+        default_name: str | None = None,
     ) -> None:
-        """Create the run (nested under ``parent_run_id`` when given) or reopen ``resume_run_id``."""
+        """Create the run (nested under ``parent_run_id`` when given) or reopen ``resume_run_id``.
+
+        The new run is called ``run_name``, else ``default_name`` made unique in the experiment.
+        """
         flat = flatten(params)
         if resume_run_id:
             run = self.client.get_run(resume_run_id)
@@ -199,7 +205,9 @@ class MlflowTracker:
             all_tags = dict(tags)
             if parent_run_id:
                 all_tags["mlflow.parentRunId"] = parent_run_id
-            run = self.client.create_run(self._experiment_id(), tags=all_tags, run_name=self.run_name)
+            experiment = self._experiment_id()
+            name = self.run_name or (default_name and self._unique_name(experiment, default_name))
+            run = self.client.create_run(experiment, tags=all_tags, run_name=name)
             self.run_id = run.info.run_id
             log.info("MLflow: run %s (experiment %r) at %s", self.run_id, self.experiment_name, self.uri)
         self.set_tags(tags)
@@ -208,6 +216,21 @@ class MlflowTracker:
         items = [Param(k, v) for k, v in sorted(flat.items())]
         for i in range(0, len(items), _PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + _PARAMS_PER_BATCH])
+
+    def _unique_name(self, experiment: str, name: str) -> str:
+        """``name``, or ``name-2``, ``name-3`` ... when runs of the experiment already have it."""
+        quoted = name.replace("'", "\\'")
+        taken = {
+            run.info.run_name
+            for run in self.client.search_runs(
+                [experiment], filter_string=f"attributes.run_name LIKE '{quoted}%'", max_results=1000
+            )
+        }
+        candidate, number = name, 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{name}-{number}"
+        return candidate
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric

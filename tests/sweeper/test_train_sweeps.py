@@ -114,6 +114,9 @@ def test_mlflow_has_a_parent_run_per_sweep_with_a_child_per_trial(loss_weights_s
             assert trial.user_attrs["mlflow_run_id"] == child.info.run_id
             for name, value in trial.params.items():  # the sampled values are in the resolved config
                 assert float(child.data.params[name]) == pytest.approx(value)
+            # Named after its trial number and the values tried.
+            assert child.info.run_name.startswith(f"trial{trial.number}-")
+            assert all(f"-{name}=" in child.info.run_name for name in trial.params), child.info.run_name
             assert child.data.params["optimized_metric"] == "val/overall_psnr"
         best = max((trials[n] for n in numbers), key=lambda t: t.value)
         assert parent.data.metrics["best_value"] == pytest.approx(best.value)
