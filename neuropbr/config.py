@@ -512,12 +512,20 @@ class MlflowTrackingConfig:
     run_name: str | None = None
     #: Also write TensorBoard event files under the run directory.
     tensorboard: bool = False
-    #: Upload the best checkpoint as an artifact at the end of training.
-    log_checkpoint: bool = True
+    #: Upload the full training state (best_model.pth, latest.pth: networks, optimizers, RNG) at
+    #: the end of training; it stays a local checkpoint otherwise.
+    log_checkpoints: bool = False
+    #: Former name of ``log_checkpoints`` (accepted with a warning; null = not given).
+    log_checkpoint: bool | None = None
     tensorboard_dir: str = SI("${paths.output_dir}/tensorboard")
     #: A remote server that stops answering mid-run: seconds between attempts to re-send what
     #: was kept in memory meanwhile (training goes on).
     retry_every_s: float = 60.0
+    #: Log the generator (EMA weights when on) as an MLflow model at the end of training:
+    #: ``runs:/<id>/model`` (the best validation's weights) and ``last_model`` (the final ones).
+    log_model: bool = True
+    #: Register ``model`` as a new version of this registered model (``models:/<name>/<version>``).
+    register_model: str | None = None
 
 
 @dataclass
@@ -659,6 +667,10 @@ class InferConfig:
 
     #: A checkpoint written by ``neuropbr.train`` (its stored config rebuilds the generator).
     checkpoint: str = MISSING
+    #: Instead of ``checkpoint``: an MLflow model a training run logged, ``runs:/<run id>/model``,
+    #: ``models:/<name>/<version>`` or a model directory (store: ``$MLFLOW_TRACKING_URI``, else
+    #: ``sqlite:///mlflow.db`` in the working directory).
+    model: str | None = None
     #: The V view images of one sample (aligned photos of the same material), in any order.
     views: list[str] | None = None
     #: Batch mode instead of ``views``: a dataset root in the folder layout

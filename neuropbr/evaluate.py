@@ -252,14 +252,14 @@ def format_table(metrics: Mapping[str, float], title: str) -> str:
 
 
 def _tracker(cfg: DictConfig, split: str, checkpoint: Path) -> Tracker:
-    """``tracking=none`` -> NullTracker; else an MlflowTracker (never uploads checkpoints)."""
+    """``tracking=none`` -> NullTracker; else an MlflowTracker (never uploads checkpoints or models)."""
     if str(cfg.tracking.get("_target_", "")).endswith("NullTracker"):
         return NullTracker()
     return MlflowTracker(
         uri=cfg.tracking.uri,
         experiment_name=cfg.tracking.experiment_name,
         run_name=cfg.tracking.run_name or f"evaluate-{split}-{checkpoint.stem}",
-        log_checkpoint=False,
+        log_model=False,
     )
 
 

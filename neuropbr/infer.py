@@ -6,6 +6,8 @@
     python -m neuropbr.infer checkpoint=best_model.pth views=[...] size=[2048,1024] bit_depth=16
     python -m neuropbr.infer checkpoint=best_model.pth views=[...] tiled=true preview=true
     python -m neuropbr.infer checkpoint=best_model.pth input_dir=DATASET_ROOT out=maps/
+    python -m neuropbr.infer model=runs:/<run id>/model views=[...]     # the MLflow model of a run
+    python -m neuropbr.infer model=models:/<name>/<version> views=[...]   # a registered version
     python -m neuropbr.infer checkpoint=best_model.pth photos=[a.jpg,b.jpg,c.jpg] align=true out=maps/
 
 The generator is rebuilt from the checkpoint's stored config (EMA weights when present). Views of
@@ -257,10 +259,20 @@ def infer(cfg: DictConfig) -> list[Path]:
         ValueError: bad keys or inputs (the message names the key, what was expected and got).
         CheckpointError: a missing, unreadable or incompatible checkpoint.
     """
-    if OmegaConf.is_missing(cfg, "checkpoint"):
-        raise ValueError("checkpoint: missing; pass checkpoint=PATH (a .pth written by neuropbr.train)")
+    model_uri = cfg.get("model")
+    if OmegaConf.is_missing(cfg, "checkpoint") == (model_uri is None):
+        raise ValueError(
+            "checkpoint / model: give exactly one: checkpoint=PATH (a .pth written by neuropbr.train) or "
+            "model=runs:/<run id>/model | models:/<name>/<version> (an MLflow model a training run logged)"
+            + (f"; got both (model={model_uri})" if model_uri is not None else "")
+        )
     _check_config(cfg)
-    model = load_generator(cfg.checkpoint, resolve_device(choice(cfg.device)), prefer_ema=cfg.ema)
+    if model_uri is not None:
+        from neuropbr.mlflow_model import load_model
+
+        model = load_model(str(model_uri), resolve_device(choice(cfg.device)))
+    else:
+        model = load_generator(cfg.checkpoint, resolve_device(choice(cfg.device)), prefer_ema=cfg.ema)
     if cfg.tiled and not model.config.data.get("aligned", True):
         log.warning(
             "tiled=true with a model trained on unaligned views (data.aligned=false): a tile of one "

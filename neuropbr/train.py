@@ -254,7 +254,7 @@ def train(cfg: DictConfig) -> float:
             objective = math.nan
         status = "KILLED" if stopped else "FINISHED"
         if dist_info.is_main:
-            _log_run_artifacts(cfg, trainer, tracker)
+            _log_run_artifacts(cfg, trainer, tracker, signalled=result.stop_signal is not None)
             report_skipped_samples(datamodule, tracker, trainer.step)
     finally:
         tracker.close(status)
@@ -290,12 +290,58 @@ def report_skipped_samples(datamodule: Any, tracker: Any, step: int) -> None:
         tracker.set_tags({"data_skipped_while_loading": ", ".join(while_loading)[:5000]})
 
 
-def _log_run_artifacts(cfg: DictConfig, trainer: Trainer, tracker: Any) -> None:
+def _log_run_artifacts(cfg: DictConfig, trainer: Trainer, tracker: Any, signalled: bool = False) -> None:
+    """The resolved config; the full training state when ``tracking.log_checkpoints``; and the
+    generator as MLflow models (not when a signal stopped the run: a resumed run logs them)."""
     hydra_dir = Path(cfg.paths.output_dir) / ".hydra"
     if hydra_dir.is_dir():
         tracker.log_artifact(hydra_dir, "config")
-    if getattr(tracker, "log_checkpoint", False) and trainer.checkpointer.best_path.is_file():
-        tracker.log_artifact(trainer.checkpointer.best_path, "checkpoints")
+    if getattr(tracker, "log_checkpoints", False):
+        for path in (trainer.checkpointer.best_path, trainer.checkpointer.latest_path):
+            if path.is_file():
+                tracker.log_artifact(path, "checkpoints")
+    if not signalled:
+        try:
+            log_models(trainer, tracker)
+        except Exception:  # the weights are safe in the checkpoints: a failed upload must not fail the run
+            log.exception(
+                "could not log the generator as an MLflow model; the checkpoints hold it (%s)",
+                trainer.checkpointer.directory,
+            )
+
+
+def log_models(trainer: Trainer, tracker: Any) -> None:
+    """Log the generator as MLflow models: ``model`` with the best validation's weights (from
+    ``best_model.pth``, at the step they were reached; MLflow links that step's metrics to it) and
+    ``last_model`` with the final weights when they differ; without validation the final weights
+    are ``model``. EMA weights when the run keeps them."""
+    if not getattr(tracker, "log_model_enabled", False):
+        return
+    from neuropbr.inference import load_generator
+
+    final = trainer.ema.module if trainer.ema is not None else trainer.generator
+    final_meta = {
+        "config": trainer.config,
+        "weights": "ema" if trainer.ema is not None else "generator",
+        "epoch": trainer.epoch,
+        "step": trainer.step,
+        "baseline_maps": trainer.baseline.to_dict() if trainer.baseline is not None else None,
+    }
+    best_path = trainer.checkpointer.best_path
+    if not best_path.is_file():
+        tracker.log_model(final, final_meta, name="model", step=trainer.step)
+        return
+    best = load_generator(best_path, "cpu")
+    best_meta = {
+        **final_meta,
+        "weights": best.weights,
+        "epoch": best.epoch,
+        "step": best.step,
+        "baseline_maps": best.baseline_maps,
+    }
+    tracker.log_model(best.generator, best_meta, name="model", step=best.step)
+    if best.step != trainer.step:
+        tracker.log_model(final, final_meta, name="last_model", step=trainer.step)
 
 
 def _objective(cfg: DictConfig, best: float | None, last: dict[str, float]) -> float:

@@ -218,15 +218,20 @@ def test_mlflow_run_has_params_metrics_and_images(
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = compose_cfg(
-        "experiment=smoke", "tracking=mlflow", f"tracking.uri={uri}", "tracking.experiment_name=test"
+        "experiment=smoke",
+        "tracking=mlflow",
+        f"tracking.uri={uri}",
+        "tracking.experiment_name=test",
+        "tracking.log_checkpoints=true",
     )
     train(cfg)
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.data.params["encoder._target_"].endswith("UNetEncoder") and run.data.params["seed"] == "42"
-    assert {"git_commit", "git_dirty", "hostname"} <= set(run.data.tags)
-    assert len(run.data.tags["git_commit"]) == 40  # the tests run from the source checkout
+    assert run.data.params["seed"] == "42" and run.data.params["data.resolution"] == "64"
+    assert not [key for key in run.data.params if "_target_" in key or "_partial_" in key]
+    assert {"mlflow.source.git.commit", "mlflow.user", "git_dirty", "hostname"} <= set(run.data.tags)
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40  # the tests run from the source checkout
     for key in (
         "train/g_loss",
         "train/d_loss",
@@ -249,8 +254,10 @@ def test_mlflow_run_has_params_metrics_and_images(
         assert key in run.data.metrics, key
     images = {a.path for a in client.list_artifacts(run.info.run_id, "images")}
     assert "images/epoch_0002_input_views.png" in images
+    # tracking.log_checkpoints=true: the full training state too.
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
-        "checkpoints/best_model.pth"
+        "checkpoints/best_model.pth",
+        "checkpoints/latest.pth",
     ]
 
 

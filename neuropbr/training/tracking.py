@@ -47,6 +47,8 @@ class Tracker(Protocol):
 
     def log_image(self, path: str | Path, key: str, step: int) -> None: ...
 
+    def log_model(self, generator: Any, metadata: Mapping[str, Any], *, name: str, step: int) -> None: ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def close(self, status: str = "FINISHED") -> None: ...
@@ -68,6 +70,9 @@ class NullTracker:
         return None
 
     def log_image(self, path: str | Path, key: str, step: int) -> None:
+        return None
+
+    def log_model(self, generator: Any, metadata: Mapping[str, Any], *, name: str, step: int) -> None:
         return None
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -125,10 +130,15 @@ class MlflowTracker:
         run_name: display name; None: the ``default_name`` given to :meth:`start` (made unique in
             the experiment with a ``-2``, ``-3`` ... suffix), else one MLflow picks.
         tensorboard: also write TensorBoard event files to ``tensorboard_dir``.
-        log_checkpoint: upload the best checkpoint at the end of training.
+        log_checkpoints: upload the full training state (``best_model.pth``, ``latest.pth``) at
+            the end of training.
+        log_checkpoint: the former name of ``log_checkpoints`` (still accepted, with a warning).
         tensorboard_dir: where TensorBoard writes (the run directory's ``tensorboard/``).
         retry_every_s: a remote server that stops answering mid-run: seconds between attempts
             to re-send what was kept meanwhile (:mod:`neuropbr.training.tracking_server`).
+        log_model: log the generator as the MLflow model ``runs:/<id>/model`` (see
+            :mod:`neuropbr.mlflow_model`).
+        register_model: also register that model as a new version of this registered model.
     """
 
     def __init__(
@@ -137,10 +147,30 @@ class MlflowTracker:
         experiment_name: str = "neuropbr",
         run_name: str | None = None,
         tensorboard: bool = False,
-        log_checkpoint: bool = True,
+        log_checkpoints: bool = False,
         tensorboard_dir: str | None = None,
         retry_every_s: float = 60.0,
+        log_model: bool = True,
+        register_model: str | None = None,
+        log_checkpoint: bool | None = None,
     ) -> None:
+        if log_checkpoint is not None:
+            log.warning(
+                "tracking.log_checkpoint=%s: renamed tracking.log_checkpoints (the full training state); "
+                "the deployable generator is logged as runs:/<id>/model (tracking.log_model)",
+                log_checkpoint,
+            )
+            log_checkpoints = log_checkpoint
+        if register_model is not None and (not register_model.strip() or "/" in register_model):
+            raise ValueError(
+                f"tracking.register_model={register_model!r}: expected a registered model name (not empty, "
+                "no '/'), or null"
+            )
+        if register_model is not None and not log_model:
+            raise ValueError(
+                f"tracking.register_model={register_model!r} needs tracking.log_model=true (it registers "
+                "the logged model)"
+            )
         try:
             from mlflow.tracking import MlflowClient
         except ImportError as err:  # a config asked for MLflow: never fall back silently
@@ -150,7 +180,9 @@ class MlflowTracker:
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
         self.experiment_name = experiment_name
         self.run_name = run_name
-        self.log_checkpoint = log_checkpoint
+        self.log_checkpoints = log_checkpoints
+        self.log_model_enabled = log_model
+        self.register_model = register_model
         self.client = MlflowClient(tracking_uri=self.uri)
         if is_remote(self.uri):
             # Fail now if the server is down; keep the run going if it goes away later.
@@ -262,6 +294,25 @@ class MlflowTracker:
             with Image.open(path) as img:
                 array = np.asarray(img.convert("RGB"))
             self._tb_writer.add_image(key, array, global_step=step, dataformats="HWC")
+
+    def log_model(self, generator: Any, metadata: Mapping[str, Any], *, name: str, step: int) -> None:
+        """Log ``generator`` as the MLflow model ``runs:/<run id>/<name>`` at ``step``; the model
+        named ``model`` is also registered as ``register_model`` when that is set."""
+        if not self.log_model_enabled:
+            return
+        from neuropbr.mlflow_model import log_generator
+
+        info = log_generator(
+            generator,
+            metadata,
+            tracking_uri=self.uri,
+            run_id=self._require_run(),
+            name=name,
+            step=step,
+            registered_model_name=self.register_model if name == "model" else None,
+        )
+        if info.registered_model_version is not None:
+            log.info("MLflow: registered %s version %s", self.register_model, info.registered_model_version)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
