@@ -284,15 +284,15 @@ class MlflowTracker:
         self.client.log_artifact(self._require_run(), str(path), artifact_path)
 
     def log_image(self, path: str | Path, key: str, step: int) -> None:
-        """An image file as an artifact under ``images/``, and in TensorBoard under ``key`` (e.g.
-        ``val/comparison``) at ``step``, so its slider walks through the epochs."""
-        self.log_artifact(path, "images")
-        if self._tb_writer is not None:
-            import numpy as np
-            from PIL import Image
+        """An image file through ``MlflowClient.log_image`` under ``key`` (e.g. ``val/comparison``)
+        at ``step``, so the run page's image slider walks through the steps; also in TensorBoard."""
+        import numpy as np
+        from PIL import Image
 
-            with Image.open(path) as img:
-                array = np.asarray(img.convert("RGB"))
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
+        self.client.log_image(self._require_run(), array, key=key, step=step)
+        if self._tb_writer is not None:
             self._tb_writer.add_image(key, array, global_step=step, dataformats="HWC")
 
     def log_model(self, generator: Any, metadata: Mapping[str, Any], *, name: str, step: int) -> None:
