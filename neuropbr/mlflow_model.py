@@ -186,11 +186,14 @@ def log_generator(
 
     import mlflow
     from mlflow.models import Model
+    from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     num_views = int(metadata["config"]["data"]["num_views"])
     with _use_tracking_uri(tracking_uri):
-        previous_registry = mlflow.get_registry_uri()
+        # The raw setting, not get_registry_uri(): that resolves an unset registry to the current
+        # tracking URI, and restoring it would pin every later registry lookup to this store.
+        previous_registry = registry_utils._registry_uri
         mlflow.set_registry_uri(tracking_uri)
         try:
             # Created here, in the run's experiment: Model.log alone would put a model of a run
@@ -218,7 +221,7 @@ def log_generator(
                 input_example=input_example(num_views),
             )
         finally:
-            mlflow.set_registry_uri(previous_registry)
+            registry_utils._registry_uri = previous_registry
     log.info("MLflow: logged the generator as %s (step %d)", info.model_uri, step)
     return info
 
