@@ -35,6 +35,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from neuropbr.utils.files import exclusive_lock
+
 log = logging.getLogger(__name__)
 
 #: SQLite waits this long (s) for another writer instead of failing with "database is locked".
@@ -195,25 +197,13 @@ class StorageLock:
     def hold(self, key: str) -> Iterator[None]:
         """Hold the lock for ``key`` (a study name; SQLite has one lock per database file)."""
         if self.kind == "file":
-            with _file_lock(Path(str(make_url(self.url).database) + ".lock")):
+            with exclusive_lock(Path(str(make_url(self.url).database) + ".lock")):
                 yield
         elif self.kind == "advisory":
             with _advisory_lock(self._engine, key):
                 yield
         else:
             yield
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

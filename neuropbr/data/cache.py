@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from neuropbr.data.index import DatasetError, Problem, SampleEntry, describe_samples
 from neuropbr.data.io import ImageInfo, ImageReadError, decode_normal, encode_normal, load_maps, load_views
 from neuropbr.models.contracts import PBR_CHANNELS
-from neuropbr.utils.files import atomic_write
+from neuropbr.utils.files import atomic_write, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -379,17 +379,7 @@ def _remove_temporaries(directory: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _build_lock(directory: Path) -> Iterator[None]:
-    """Exclusive lock on ``<set>/.lock`` while building (POSIX; a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: concurrent builders only duplicate work (writes are atomic)
-        yield
-        return
-    with open(directory / ".lock", "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def _build_lock(directory: Path) -> contextlib.AbstractContextManager[None]:
+    """Exclusive lock on ``<set>/.lock`` while building (without fcntl, on Windows, concurrent
+    builders only duplicate work: writes are atomic)."""
+    return exclusive_lock(directory / ".lock")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from neuropbr.training.tracking_server import BufferedClient, check_tracking_server, is_remote
+from neuropbr.training.tracking_server import BufferedClient, check_tracking_server, is_remote, open_client
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class MlflowTracker:
                 "the logged model)"
             )
         try:
-            from mlflow.tracking import MlflowClient
+            from mlflow.tracking import MlflowClient  # noqa: F401 - present? (open_client uses it)
         except ImportError as err:  # a config asked for MLflow: never fall back silently
             raise ImportError(
                 "tracking=mlflow needs mlflow: pip install mlflow (or use tracking=none)"
@@ -183,7 +183,7 @@ class MlflowTracker:
         self.log_checkpoints = log_checkpoints
         self.log_model_enabled = log_model
         self.register_model = register_model
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = open_client(self.uri)  # a new SQLite store: created under a lock
         if is_remote(self.uri):
             # Fail now if the server is down; keep the run going if it goes away later.
             check_tracking_server(uri)

@@ -1,4 +1,8 @@
-"""A remote MLflow tracking server that is down at start-up, or goes away during a run.
+"""Opening the tracking store: a new SQLite store under a lock, and a remote MLflow tracking
+server that is down at start-up or goes away during a run.
+
+:func:`open_client` opens a ``sqlite:///`` store under a file lock, so that runs starting together
+never migrate the same new database at once.
 
 At start-up (:func:`check_tracking_server`, before any data is read) an ``http(s)://`` tracking
 URI must answer within seconds, else the run stops saying which URI did not answer and how to run
@@ -22,7 +26,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+from neuropbr.utils.files import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,25 @@ _FAST_REQUESTS = {
 }
 #: Calls kept at most while the server is away (oldest dropped first, with one warning).
 MAX_PENDING = 200_000
+
+
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` of ``uri``; a SQLite store is opened under a file lock
+    (``<database>.lock``).
+
+    Opening a SQLite store creates and migrates its tables when the file is new; two runs that
+    start together on a new ``mlflow.db`` would both migrate it, and one fails (``duplicate
+    column name``). The lock makes the second wait until the first has finished.
+    """
+    from mlflow.tracking import MlflowClient
+
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    database = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+    with exclusive_lock(database.with_name(database.name + ".lock")):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # the store is set up by now, whatever MLflow defers
+    return client
 
 
 class TrackingServerUnavailable(ConnectionError):
