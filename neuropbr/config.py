@@ -466,6 +466,19 @@ class ConstantSchedulerConfig(SchedulerConfig):
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """``trainer.early_stopping``: stop when a validation metric stops improving (off while
+    ``metric`` is null)."""
+
+    #: A validation key to watch, e.g. ``val/loss`` or ``val/skill_db`` (null: no early stopping).
+    metric: str | None = None
+    #: Validations in a row without an improvement of more than ``min_delta`` before stopping.
+    patience: int = 5
+    mode: MetricMode = MetricMode.min
+    min_delta: float = 0.0
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int = 100
     #: Optional cap on optimiser steps (smoke runs); training stops at whichever comes first.
@@ -497,6 +510,7 @@ class TrainerConfig:
     #: Number of validation samples shown in image grids.
     num_log_images: int = 4
     progress_bar: bool = True
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     #: A step whose loss (or gradient norm) is NaN/inf is never applied; ``raise`` stops the run
     #: after ``nonfinite_patience`` such steps in a row (nothing saved), ``skip_step`` goes on.
     on_nonfinite: OnNonFinite = OnNonFinite["raise"]  # type: ignore[misc]

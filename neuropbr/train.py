@@ -25,6 +25,8 @@ from neuropbr.config_checks import check_train_config
 from neuropbr.metrics import VALIDATION_KEYS
 from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, load_checkpoint
 from neuropbr.training.distributed import DistInfo, cleanup, init_distributed
+from neuropbr.training.early_stopping import EarlyStopping, ValidationHooks
+from neuropbr.training.early_stopping import check_settings as check_early_stopping
 from neuropbr.training.multirun import parent_run_id, sweep_command_line
 from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.run_metadata import (
@@ -40,6 +42,7 @@ from neuropbr.training.tracking import NullTracker
 from neuropbr.training.tracking_server import check_tracking_server
 from neuropbr.training.trainer import LoopSettings, Trainer
 from neuropbr.utils.choices import choice
+from neuropbr.utils.config_tree import config_tree
 from neuropbr.utils.seeding import seed_everything
 from neuropbr.utils.signals import hand_over_preemption
 
@@ -56,6 +59,7 @@ def check_config(cfg: DictConfig) -> None:
         # Checked now, not after the first epoch (hours at 2048 px).
         raise ValueError(f"optimized_metric={cfg.optimized_metric!r}: expected one of {valid}")
     user_tags(cfg.get("tags"))  # a bad tag fails now, naming it, not after the data is set up
+    build_early_stopping(cfg)  # likewise trainer.early_stopping.*
     if cfg.discriminator.get("_target_") is None and cfg.loss.weights.get("gan", 0.0) > 0:
         log.info(
             "discriminator=none: loss.weights.gan=%s is ignored (no adversarial training)",
@@ -200,7 +204,7 @@ def build_trainer(
         dist_info=dist_info,
         config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
         image_dir=Path(cfg.paths.output_dir) / "images",
-        on_validation=_pruning_hook(cfg),
+        on_validation=_validation_hooks(cfg),
     )
 
 
@@ -213,6 +217,10 @@ def train(cfg: DictConfig) -> float:
     check_config(cfg)
     dist_info = init_distributed(cfg.trainer.distributed, choice(cfg.trainer.device))
     device = resolve_device(choice(cfg.trainer.device), dist_info.local_rank)
+    if dist_info.is_main:  # the resolved config at the top of train.log, as a tree
+        log.info(
+            "%s", config_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), hydra_choices())
+        )
     seed_everything(cfg.seed)
     datamodule = build_datamodule(cfg)
     datamodule.setup()
@@ -244,7 +252,10 @@ def train(cfg: DictConfig) -> float:
             default_name=run_name(cfg),
         )
         result = trainer.fit()
-        stopped = result.stop_signal is not None or result.stopped_by_hook
+        hooks = trainer.on_validation
+        # Early stopping ends a run as finished; a pruned trial (or a signal) as stopped.
+        early = isinstance(hooks, ValidationHooks) and hooks.fired == ["early_stopping"]
+        stopped = result.stop_signal is not None or (result.stopped_by_hook and not early)
         # A missing or diverged objective fails the run (and its MLflow status) too.
         if stopped:
             objective = None
@@ -355,6 +366,27 @@ def _objective(cfg: DictConfig, best: float | None, last: dict[str, float]) -> f
         raise FloatingPointError(f"optimized_metric={cfg.optimized_metric!r} is {value}: training diverged")
     log.info("%s = %.6f", cfg.optimized_metric, value)
     return float(value)
+
+
+def _validation_hooks(cfg: DictConfig) -> ValidationHooks | None:
+    """What runs after each validation: the Optuna pruning handle, early stopping (None: neither)."""
+    hooks = ValidationHooks(pruning=_pruning_hook(cfg), early_stopping=build_early_stopping(cfg))
+    return hooks if hooks else None
+
+
+def build_early_stopping(cfg: DictConfig) -> EarlyStopping | None:
+    """``trainer.early_stopping`` of ``cfg`` (None while its metric is null; bad values fail anyway)."""
+    node = cfg.trainer.early_stopping
+    check_early_stopping(node.patience, choice(node.mode), node.min_delta)
+    if node.metric is None:
+        return None
+    return EarlyStopping(
+        node.metric,
+        node.patience,
+        choice(node.mode),
+        node.min_delta,
+        valid_metrics=[f"val/{key}" for key in VALIDATION_KEYS],
+    )
 
 
 def _pruning_hook(cfg: DictConfig) -> Any:
