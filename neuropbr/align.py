@@ -414,14 +414,15 @@ _OUTLINE_PLACES = 64
 
 
 def _outline_points(
-    distance: Tensor, threshold: float, a: Tensor, b: Tensor, outward: Tensor, band: float
+    finder: Tensor, threshold: float, distance: Tensor, a: Tensor, b: Tensor, outward: Tensor, band: float
 ) -> Tensor:
     """Where the sample starts along one side: sub-pixel points of its outermost edge.
 
     Profiles run from ``band`` pixels outside the side ``a``-``b`` inwards, at 64 places along
-    its middle 80 %. On each, the first sample above ``threshold`` finds the edge (texture inside
-    the sample that resembles the background is never reached); the edge is then placed where the
-    profile crosses halfway between the background's level (the profile outside, up to 1 px from
+    its middle 80 %. On each, the first sample where ``finder`` (the sRGB colour distance to the
+    background) exceeds ``threshold`` finds the edge (texture inside the sample that resembles the
+    background is never reached); the edge is then placed where ``distance`` (the same in linear
+    light) crosses halfway between the background's level (the profile outside, up to 1 px from
     the edge) and the sample's just inside the edge (the next 2 px), which is where a blurred
     step is crossed whatever the global threshold.
     """
@@ -434,10 +435,10 @@ def _outline_points(
     grid = torch.stack(
         [samples[..., 0] * 2 / (width - 1) - 1, samples[..., 1] * 2 / (height - 1) - 1], dim=-1
     )
-    values = F.grid_sample(
-        distance[None, None].double(), grid[None], align_corners=True, padding_mode="border"
-    )[0, 0]
-    above = values > threshold  # (P, S)
+    maps = torch.stack([finder, distance])[None].double()  # (1, 2, H, W)
+    both = F.grid_sample(maps, grid[None], align_corners=True, padding_mode="border")[0]
+    values = both[1]  # (P, S)
+    above = both[0] > threshold
     first = above.float().argmax(dim=1)  # first step inside the sample
     valid = above.any(dim=1) & (first > 0)
     points = []
@@ -457,10 +458,12 @@ def _outline_points(
 
 
 #: Share of the places along a side where the sample's outline must lie on the fitted line.
-MIN_OUTLINE_SUPPORT = 0.6
+MIN_OUTLINE_SUPPORT = 0.5
 
 
-def _refine_quad(quad: Tensor, distance: Tensor, threshold: float, band: float) -> tuple[Tensor | None, str]:
+def _refine_quad(
+    quad: Tensor, finder: Tensor, threshold: float, distance: Tensor, band: float
+) -> tuple[Tensor | None, str]:
     """Fit a straight line to the sample's outline along each side of ``quad``; intersect them.
 
     Returns:
@@ -476,19 +479,21 @@ def _refine_quad(quad: Tensor, distance: Tensor, threshold: float, band: float) 
         outward = torch.stack([-direction[1], direction[0]])
         if float((a - centre) @ outward) < 0:
             outward = -outward
-        found = _outline_points(distance, threshold, a, b, outward, band)
-        chosen = found
-        for _ in range(3):  # re-fit on the points close to the line (robust to nicks and bumps)
-            if chosen.shape[0] < 16:
-                break
+        found = _outline_points(finder, threshold, distance, a, b, outward, band)
+        support, point, line_dir = 0.0, a, direction
+        if found.shape[0] >= 16:
+            # Where the sample's edge has the background's colour the edge is found too far in,
+            # never too far out (outside is background): fit the outermost points, iteratively.
+            chosen = found
+            for _ in range(5):
+                point, line_dir = _fit_line(chosen)
+                normal = torch.stack([-line_dir[1], line_dir[0]])
+                normal = normal if float(normal @ outward) > 0 else -normal
+                signed = (found - point) @ normal  # > 0: further out than the line
+                chosen = found[signed >= float(signed.quantile(0.4)) - 0.5]
             point, line_dir = _fit_line(chosen)
-            residual = ((chosen - point) @ torch.stack([-line_dir[1], line_dir[0]])).abs()
-            chosen = chosen[residual <= max(0.25, 2.5 * float(residual.median()))]
-        support = 0.0
-        if chosen.shape[0] >= 16:
-            point, line_dir = _fit_line(chosen)
-            residual = ((found - point) @ torch.stack([-line_dir[1], line_dir[0]])).abs()
-            support = float((residual <= 1.0).sum()) / _OUTLINE_PLACES
+            normal = torch.stack([-line_dir[1], line_dir[0]])
+            support = float((((found - point) @ normal).abs() <= 1.0).sum()) / _OUTLINE_PLACES
         if support < MIN_OUTLINE_SUPPORT:
             return None, (
                 f"the sample's outline is unclear along one side: found on a straight line at {support:.0%} of "
@@ -605,21 +610,22 @@ def find_sample_corners(image: Tensor) -> Tensor:
             f"the sample hardly stands out from the background: {area / quad_area:.0%} of its outline differs "
             "from the background's colour (expected >= 50%)"
         )
-    # Refine on a finer copy: the quad's corners scaled to it, the same background model.
-    # Linear light: a pixel the outline crosses mixes the two sides' radiance, so a blurred edge is
-    # crossed halfway in linear values (in sRGB the crossing leans towards the darker side).
+    # Refine on a finer copy, the quad's corners scaled to it. The edge is found in sRGB (as the
+    # region was) and placed in linear light: a pixel the outline crosses mixes the two sides'
+    # radiance, so a blurred edge is crossed halfway in linear values (in sRGB the crossing leans
+    # towards the darker side).
     fine, fine_scale = _blurred(image, 2 * DETECTION_SIZE)
-    fine = srgb_to_linear(fine)
     to_fine = _scaling(fine_scale) @ torch.linalg.inv(_scaling(scale))
     fine_quad = transform_points(to_fine, quad)
+    finder = _background_distance(fine, coefficients)
+    linear = srgb_to_linear(fine)
     fine_ring = max(2, round(0.03 * min(fine.shape[-2:])))
     fine_border = torch.ones(fine.shape[-2:], dtype=torch.bool)
     fine_border[fine_ring:-fine_ring, fine_ring:-fine_ring] = False
-    fine_distance = _background_distance(fine, _background_model(fine, fine_border))
-    threshold = _otsu(fine_distance.flatten())
+    fine_distance = _background_distance(linear, _background_model(linear, fine_border))
     # The coarse outline lies a few pixels inside the true one (cut corners, opening, blur).
     band = max(8.0, 0.03 * max(height, width)) * fine_scale / scale + 2.0
-    refined, problem = _refine_quad(fine_quad, fine_distance, threshold, band)
+    refined, problem = _refine_quad(fine_quad, finder, threshold, fine_distance, band)
     if refined is None:
         raise CornerError(problem)
     if float((refined - fine_quad).norm(dim=1).max()) > 0.05 * max(fine.shape[-2:]):

@@ -34,16 +34,16 @@ from neuropbr.render.materials import generate_material
 
 PHOTO = 320  # px, square renders; one is cropped and one enlarged below
 VIEW = 160  # px, side of the rectified views
-LIGHT_TABLE = (0.85, 0.85, 0.83)
+DARK_TABLE = (0.05, 0.05, 0.06)  # contrasts with the bricks and with their light mortar
 
 
 @pytest.fixture(scope="module")
 def scene() -> dict:
-    """Bricks on a light table, three handheld photos of different sizes, and the truth."""
+    """Bricks on a dark table, three handheld photos of different sizes, and the truth."""
     torch.manual_seed(0)
     material = generate_material(3, 256, "bricks")
     setups = handheld_setups()
-    captures = render_captures(material.maps, setups, resolution=PHOTO, background_albedo=LIGHT_TABLE)
+    captures = render_captures(material.maps, setups, resolution=PHOTO, background_albedo=DARK_TABLE)
     photos = [c.image for c in captures]
     corners = [c.corners.double() for c in captures]  # texture order: top-left, top-right, ...
     # Photo 1 taken with a finer sensor (enlarged 1.25x), photo 2 cropped to 290x270: sizes differ.
@@ -167,7 +167,7 @@ def test_a_photo_with_its_own_corners_is_turned_to_match_the_reference(scene: di
 def test_a_photo_of_another_material_fails_naming_it_and_how_to_pass_corners(scene: dict) -> None:
     other = generate_material(21, 256, "wood")
     impostor = render_captures(
-        other.maps, scene["setups"][2:], resolution=PHOTO, background_albedo=LIGHT_TABLE
+        other.maps, scene["setups"][2:], resolution=PHOTO, background_albedo=DARK_TABLE
     )[0]
     photos = [scene["photos"][0], scene["photos"][1], impostor.image]
     with pytest.raises(AlignmentError) as info:

@@ -24,7 +24,7 @@ from neuropbr.render.capture import handheld_setups, render_captures
 from neuropbr.render.materials import generate_material
 
 MAP_FILES = [f"{name}.png" for name in PBR_MAPS]
-LIGHT_TABLE = (0.85, 0.85, 0.83)
+DARK_TABLE = (0.05, 0.05, 0.06)  # contrasts with the bricks and with their light mortar
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,11 @@ def checkpoint(train_tiny: Callable[..., Path]) -> Path:
 
 @pytest.fixture(scope="module")
 def captures(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Three 320 px photos of bricks on a light table (the second as a JPEG stored turned, with an
+    """Three 320 px photos of bricks on a dark table (the second as a JPEG stored turned, with an
     EXIF orientation tag), one photo of wood, and the reference's true corners."""
     folder = tmp_path_factory.mktemp("photos")
     bricks = generate_material(3, 256, "bricks").maps
-    shots = render_captures(bricks, handheld_setups(), resolution=320, background_albedo=LIGHT_TABLE)
+    shots = render_captures(bricks, handheld_setups(), resolution=320, background_albedo=DARK_TABLE)
     paths = []
     for i, shot in enumerate(shots):
         path = folder / f"{i}.png"
@@ -51,7 +51,7 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> dict:
     paths[1] = folder / "1.jpg"
     upright.transpose(Image.Transpose.ROTATE_90).save(paths[1], exif=exif, quality=95)
     wood = generate_material(21, 256, "wood").maps
-    other = render_captures(wood, handheld_setups()[2:], resolution=320, background_albedo=LIGHT_TABLE)[0]
+    other = render_captures(wood, handheld_setups()[2:], resolution=320, background_albedo=DARK_TABLE)[0]
     save_image(folder / "wood.png", other.image)
     return {"paths": paths, "wood": folder / "wood.png", "corners": shots[0].corners.tolist()}
 

@@ -170,12 +170,16 @@ def lamp(position: Sequence[float], irradiance: float = 0.7 * math.pi) -> PointL
     return PointLight(pos, irradiance * dist2 / cosine)
 
 
-def handheld_setups() -> list[CaptureSetup]:
+def handheld_setups(widen: float = 1.0) -> list[CaptureSetup]:
     """Three shots of one sample as a person with a phone takes them (fixed, for tests and demos).
 
     The phone is tilted 12-30 degrees from straight down, from three sides, turned 8-40 degrees in
     its own plane, at slightly different distances, with the sample filling about a third of the
     frame; a lamp stands on a different side each time and the exposure differs by +-0.3 EV.
+
+    Args:
+        widen: scales the fields of view (1.3: the sample fills less of the frame, room to crop
+            the square photos to 4:3).
     """
     shots = [
         (
@@ -194,7 +198,10 @@ def handheld_setups() -> list[CaptureSetup]:
             -0.3,
         ),
     ]
-    return [CaptureSetup(PerspectiveCamera(**camera), lamp(light), ev) for camera, light, ev in shots]
+    return [
+        CaptureSetup(PerspectiveCamera(**{**camera, "fov_deg": camera["fov_deg"] * widen}), lamp(light), ev)
+        for camera, light, ev in shots
+    ]
 
 
 def render_captures(
