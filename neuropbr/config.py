@@ -115,6 +115,14 @@ class MetricMode(str, Enum):
     max = "max"
 
 
+class ResumeFallback(str, Enum):
+    """``trainer.resume_fallback``: what ``trainer.resume=auto`` does when the newest checkpoint is
+    unreadable but an older one is usable."""
+
+    error = "error"
+    older = "older"
+
+
 # --- data ---------------------------------------------------------------------------------------
 
 
@@ -487,6 +495,9 @@ class TrainerConfig:
     device: DeviceKind = DeviceKind.auto
     #: A checkpoint path, or ``auto`` for ``checkpoints/latest.pth`` of this run directory.
     resume: str | None = None
+    #: ``resume=auto`` when the newest ``latest.pth`` is unreadable and an older one is usable:
+    #: ``error`` stops naming both, ``older`` resumes the older one with a warning.
+    resume_fallback: ResumeFallback = ResumeFallback.error
     gan_start_epoch: int = 5
     d_steps_per_g_step: int = 1
     val_every_n_epochs: int = 1

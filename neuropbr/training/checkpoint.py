@@ -234,17 +234,50 @@ class Checkpointer:
 RUN_IDENTITY_KEYS = ("seed", "data", "encoder", "fusion", "decoder", "discriminator", "loss")
 
 
-def _same_run(path: Path, config: dict[str, Any]) -> bool:
+#: ``trainer.resume_fallback`` values (``neuropbr.config.ResumeFallback``).
+RESUME_FALLBACKS = ("error", "older")
+
+
+def _stored_config(path: Path) -> dict[str, Any]:
+    """The training config stored in a checkpoint, read without loading its weights.
+
+    Raises:
+        CheckpointError: the file cannot be read as a checkpoint (truncated, corrupt).
+    """
     try:
         # mmap: read the config without loading gigabytes of weights.
-        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config") or {}
-    except Exception as err:  # unreadable candidates are skipped, not fatal
-        log.info("trainer.resume=auto: skipping %s (%s)", path, err)
-        return False
-    differs = [key for key in RUN_IDENTITY_KEYS if stored.get(key) != config.get(key)]
-    if differs:
-        log.info("trainer.resume=auto: skipping %s (its %s differ)", path, ", ".join(differs))
-    return not differs
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises many types for damaged files
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise CheckpointError(f"{type(err).__name__}: {first}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"expected a dict of states, got {type(state).__name__}")
+    return state.get("config") or {}
+
+
+def _identity_differs(stored: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    return [key for key in RUN_IDENTITY_KEYS if stored.get(key) != config.get(key)]
+
+
+def _fallback_choice(fallback: Any, config: dict[str, Any] | None) -> str:
+    """``trainer.resume_fallback`` as a plain string: the argument, else the config's, else error."""
+    if fallback is None:
+        fallback = ((config or {}).get("trainer") or {}).get("resume_fallback") or "error"
+    value = str(getattr(fallback, "value", fallback))
+    if value not in RESUME_FALLBACKS:
+        raise ValueError(f"trainer.resume_fallback={value!r}: expected one of {list(RESUME_FALLBACKS)}")
+    return value
+
+
+def _newest_first(runs_root: Path) -> list[Path]:
+    """Every ``checkpoints/latest.pth`` under ``runs_root``, most recently written first."""
+    found = []
+    for path in runs_root.glob("**/checkpoints/latest.pth"):
+        try:
+            found.append((path.stat().st_mtime, path))
+        except OSError:  # removed while we looked
+            continue
+    return [path for _, path in sorted(found, reverse=True)]
 
 
 def find_resume_checkpoint(
@@ -252,6 +285,7 @@ def find_resume_checkpoint(
     checkpoint_dir: str | Path,
     runs_root: str | Path,
     config: dict[str, Any] | None = None,
+    fallback: str | None = None,
 ) -> Path | None:
     """Resolve ``trainer.resume``: a path, ``auto``, or null.
 
@@ -259,6 +293,17 @@ def find_resume_checkpoint(
     given (single runs; sweep trials pass None and never adopt another run), the most recently
     written ``latest.pth`` under ``runs_root`` (``outputs/``) whose stored config agrees with
     ``config`` on :data:`RUN_IDENTITY_KEYS`; else the run starts fresh.
+
+    A candidate that cannot be read is never skipped silently. When an older usable checkpoint
+    comes after it, resuming that one would drop everything trained since, so ``fallback``
+    (``trainer.resume_fallback``; None: read from ``config``, default ``error``) decides:
+    ``error`` raises naming both files, ``older`` resumes the older one with a warning. With no
+    usable checkpoint left, this run's own unreadable ``latest.pth`` raises; another run's is
+    reported as a warning and a new run starts.
+
+    Raises:
+        CheckpointError: an explicit path that does not exist; an unreadable newest checkpoint
+            with ``fallback=error`` (or this run's own, with nothing to fall back to).
     """
     if resume is None or resume == "":
         return None
@@ -267,18 +312,64 @@ def find_resume_checkpoint(
         if not path.is_file():
             raise CheckpointError(f"trainer.resume={resume}: no such checkpoint file")
         return path
+    choice = _fallback_choice(fallback, config)
     own = Path(checkpoint_dir) / "latest.pth"
-    if own.is_file():
-        return own
+    candidates = [own] if own.is_file() else []
     if config is not None:
-        candidates = sorted(
-            Path(runs_root).glob("**/checkpoints/latest.pth"), key=lambda p: p.stat().st_mtime
+        candidates += [p for p in _newest_first(Path(runs_root)) if p.resolve() != own.resolve()]
+    unreadable: list[tuple[Path, str]] = []
+    for candidate in candidates:
+        try:
+            stored = _stored_config(candidate)
+        except CheckpointError as err:
+            unreadable.append((candidate, str(err)))
+            continue
+        if candidate != own and config is not None:
+            differs = _identity_differs(stored, config)
+            if differs:
+                log.info("trainer.resume=auto: skipping %s (its %s differ)", candidate, ", ".join(differs))
+                continue
+        if unreadable:
+            return _fall_back(unreadable[0], candidate, choice)
+        if candidate != own:
+            log.info("trainer.resume=auto: resuming the most recent matching run, %s", candidate)
+        return candidate
+    if unreadable:
+        newest, reason = unreadable[0]
+        if newest == own:
+            raise CheckpointError(
+                f"trainer.resume=auto: this run's checkpoint {own} is unreadable ({reason}) and no older "
+                f"checkpoint of the same config exists under {runs_root}; restore the file, or start a "
+                "new run with trainer.resume=null"
+            )
+        log.warning(
+            "trainer.resume=auto: %s is unreadable (%s) and no older checkpoint of this config exists; "
+            "starting a new run",
+            newest,
+            reason,
         )
-        for candidate in reversed(candidates):
-            if _same_run(candidate, config):
-                log.info("trainer.resume=auto: resuming the most recent matching run, %s", candidate)
-                return candidate
+        return None
     log.info(
         "trainer.resume=auto: no matching latest.pth (this run's or under %s); starting a new run", runs_root
     )
     return None
+
+
+def _fall_back(unreadable: tuple[Path, str], older: Path, choice: str) -> Path:
+    """An older usable checkpoint behind an unreadable newer one: resume it only when asked to."""
+    newest, reason = unreadable
+    if choice == "older":
+        log.warning(
+            "trainer.resume=auto: the newest checkpoint %s is unreadable (%s); trainer.resume_fallback=older: "
+            "resuming the older %s (what was trained after it is lost)",
+            newest,
+            reason,
+            older,
+        )
+        return older
+    raise CheckpointError(
+        f"trainer.resume=auto: the newest checkpoint {newest} is unreadable ({reason}); the older {older} "
+        "is usable, but resuming it would drop what was trained after it. Restore or remove the newest "
+        "one, or resume the older one with trainer.resume_fallback=older (or trainer.resume="
+        f"{older}), or start a new run with trainer.resume=null (trainer.resume_fallback=error, the default)"
+    )
