@@ -189,6 +189,8 @@ class MlflowTracker:
             check_tracking_server(uri)
             self.client = BufferedClient(self.client, self.uri, retry_every_s=retry_every_s)
         self.run_id: str | None = None
+        #: On resume: per metric key, the highest step the run already has (see :meth:`start`).
+        self._logged_up_to: dict[str, int] = {}
         self._tb_writer: Any = None
         if tensorboard:
             try:
@@ -214,11 +216,16 @@ class MlflowTracker:
         """Create the run (nested under ``parent_run_id`` when given) or reopen ``resume_run_id``.
 
         The new run is called ``run_name``, else ``default_name`` made unique in the experiment.
+        A reopened run remembers, per metric key, the highest step it already has: the steps
+        between its last checkpoint and the interruption are trained again on resume, and
+        :meth:`log_metrics` skips them rather than adding a second row per step (resume is
+        exact, so the values are those already logged).
         """
         flat = flatten(params)
         if resume_run_id:
             run = self.client.get_run(resume_run_id)
             self.run_id = run.info.run_id
+            self._logged_up_to = self._last_logged_steps(self.run_id, run.data.metrics)
             self.client.update_run(self.run_id, status="RUNNING")
             known = run.data.params
             changed = {k: v for k, v in flat.items() if k in known and known[k] != v}
@@ -264,10 +271,27 @@ class MlflowTracker:
             candidate = f"{name}-{number}"
         return candidate
 
+    def _last_logged_steps(self, run_id: str, keys: Mapping[str, float]) -> dict[str, int]:
+        """Per metric key the run has, the highest step logged."""
+        steps = {}
+        for key in keys:
+            history = self.client.get_metric_history(run_id, key)
+            if history:
+                steps[key] = max(metric.step for metric in history)
+        if steps:
+            log.info(
+                "MLflow: run %s has metrics up to step %d; steps up to that are not logged again",
+                run_id,
+                max(steps.values()),
+            )
+        return steps
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        if self._logged_up_to:  # a resumed run: the steps it already has are not logged twice
+            metrics = {k: v for k, v in metrics.items() if step > self._logged_up_to.get(k, -1)}
         # MLflow rejects NaN/inf in some stores; log finite values and report the others once.
         finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
         bad = sorted(set(metrics) - set(finite))

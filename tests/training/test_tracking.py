@@ -60,6 +60,40 @@ def test_mlflow_run_params_metrics_artifacts_and_resume(
     assert [(m.step, m.value) for m in history] == [(3, 1.5), (4, 0.5)]
 
 
+def test_resumed_run_logs_each_step_of_a_key_once(tmp_path: Path) -> None:
+    """A run killed after step 6 whose checkpoint is from step 3 trains steps 4-6 again on
+    resume: they are not logged a second time, a key first seen at a later step is logged."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def values(step: int) -> dict[str, float]:  # what an exact resume computes again
+        logged = {"train/g_loss": 1.0 / step}
+        if step % 2 == 0:
+            logged["val/loss"] = 2.0 / step
+        return logged
+
+    tracker = MlflowTracker(uri=uri, experiment_name="unit")
+    tracker.start(params={}, tags={})
+    for step in range(1, 7):
+        tracker.log_metrics(values(step), step=step)
+    tracker.close("KILLED")
+
+    resumed = MlflowTracker(uri=uri, experiment_name="unit")
+    resumed.start(params={}, tags={}, resume_run_id=tracker.run_id)
+    assert resumed.run_id == tracker.run_id
+    for step in range(4, 10):
+        resumed.log_metrics(values(step), step=step)
+    resumed.log_metrics({"data/skipped_at_startup": 0.0}, step=9)
+    resumed.close()
+
+    client = MlflowClient(tracking_uri=uri)
+    for key, steps in (("train/g_loss", range(1, 10)), ("val/loss", range(2, 10, 2))):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(tracker.run_id, key))
+        assert history == [(step, values(step)[key]) for step in steps], key
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "data/skipped_at_startup")] == [9]
+
+
 def test_nested_run_under_parent(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
