@@ -1,6 +1,6 @@
 """Config schemas: one dataclass per implementation, registered in Hydra's ConfigStore (STYLE R3).
 
-Every YAML option in ``conf/<group>/`` extends its ``base_*`` schema through its defaults list,
+Every YAML option in ``conf/<group>/`` extends its schema (``_SCHEMAS``) through its defaults list,
 so a typo (``encoder.widht=3``) or a wrong type (``data.resolution=abc``) fails when the config is
 composed, naming the key. Choice fields are enums, so ``data.renders=dirt`` fails the same way.
 Range checks that need the final values live in the components' ``__init__`` (STYLE R8).
@@ -856,28 +856,35 @@ class BenchConfig:
     case_timeout_s: int = 1800
 
 
+#: Each group's schemas, extended by ``conf/<group>/<option>.yaml`` through its defaults list
+#: (``- /encoder_timm_schema@_here_``). Stored under top-level names, not as options of their
+#: group: a group option is listed by ``--help`` and tab completion as a choice
+#: (``encoder=base_timm``), and composing one alone gives a config with nothing set.
 _SCHEMAS: dict[str, dict[str, type]] = {
     "data": {
-        "base_synthetic": SyntheticDataConfig,
-        "base_folder": FolderDataConfig,
-        "base_library": LibraryDataConfig,
-        "base_mix": MixDataConfig,
+        "data_synthetic_schema": SyntheticDataConfig,
+        "data_folder_schema": FolderDataConfig,
+        "data_library_schema": LibraryDataConfig,
+        "data_mix_schema": MixDataConfig,
     },
-    "encoder": {"base_timm": TimmEncoderConfig, "base_unet": UNetEncoderConfig},
-    "fusion": {"base_vit": ViTFusionConfig, "base_pool": PoolFusionConfig},
-    "decoder": {"base_unet_heads": UNetHeadsDecoderConfig},
-    "discriminator": {"base_patchgan": PatchGANConfig, "base_none": NoDiscriminatorConfig},
-    "loss": {"base_loss": LossConfig},
-    "optimizer": {"base_optimizer": OptimizerConfig},
+    "encoder": {"encoder_timm_schema": TimmEncoderConfig, "encoder_unet_schema": UNetEncoderConfig},
+    "fusion": {"fusion_vit_schema": ViTFusionConfig, "fusion_pool_schema": PoolFusionConfig},
+    "decoder": {"decoder_unet_heads_schema": UNetHeadsDecoderConfig},
+    "discriminator": {
+        "discriminator_patchgan_schema": PatchGANConfig,
+        "discriminator_none_schema": NoDiscriminatorConfig,
+    },
+    "loss": {"loss_schema": LossConfig},
+    "optimizer": {"optimizer_schema": OptimizerConfig},
     "scheduler": {
-        "base_cosine": CosineSchedulerConfig,
-        "base_step": StepSchedulerConfig,
-        "base_plateau": PlateauSchedulerConfig,
-        "base_constant": ConstantSchedulerConfig,
+        "scheduler_cosine_schema": CosineSchedulerConfig,
+        "scheduler_step_schema": StepSchedulerConfig,
+        "scheduler_plateau_schema": PlateauSchedulerConfig,
+        "scheduler_constant_schema": ConstantSchedulerConfig,
     },
-    "trainer": {"base_trainer": TrainerConfig},
-    "tracking": {"base_mlflow": MlflowTrackingConfig, "base_none": NoTrackingConfig},
-    "paths": {"base_paths": PathsConfig},
+    "trainer": {"trainer_schema": TrainerConfig},
+    "tracking": {"tracking_mlflow_schema": MlflowTrackingConfig, "tracking_none_schema": NoTrackingConfig},
+    "paths": {"paths_schema": PathsConfig},
 }
 
 
@@ -896,6 +903,6 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="bench_schema", node=BenchConfig)
-    for group, schemas in _SCHEMAS.items():
+    for schemas in _SCHEMAS.values():
         for name, schema in schemas.items():
-            cs.store(group=group, name=name, node=schema)
+            cs.store(name=name, node=schema)
