@@ -9,6 +9,7 @@ One worker (one ``python -m neuropbr.train -m hparams_search=...`` process) does
         returns   = launcher.launch(overrides of each trial)        (job number = trial number)
         tell each trial COMPLETE / PRUNED / FAIL; tag its MLflow run
         stop once more than ``max_failure_rate * n_trials`` of this worker's trials failed
+    wait until no trial of the sweep is RUNNING (other workers'; at most final_wait_s)
     log the best value(s) and params on the MLflow parent; write optimization_results.yaml
 
 Each trial job receives, besides the sampled params, ``sweep.storage``, ``sweep.study_name``,
@@ -28,6 +29,7 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -50,6 +52,8 @@ from ._storage import StorageLock, TrialHeartbeat, absolute_storage_url, open_st
 log = logging.getLogger(__name__)
 
 _MODE_TO_DIRECTION = {"min": "minimize", "max": "maximize"}
+#: Seconds between polls of the storage while waiting for other workers' trials.
+_POLL_S = 1.0
 
 
 class SweepFailedError(RuntimeError):
@@ -73,6 +77,7 @@ class OptunaSweeperImpl(Sweeper):
         custom_search_space: str | None,
         heartbeat_interval: int | None = 60,
         grace_period: int | None = None,
+        final_wait_s: int = 3600,
     ) -> None:
         for key, value in (("n_trials", n_trials), ("n_jobs", n_jobs)):
             if not isinstance(value, int) or value < 1:
@@ -82,6 +87,10 @@ class OptunaSweeperImpl(Sweeper):
                 raise ValueError(
                     f"hydra.sweeper.{key}={seconds!r}: expected null or an integer >= 1 (seconds)"
                 )
+        if not isinstance(final_wait_s, int) or final_wait_s < 0:
+            raise ValueError(
+                f"hydra.sweeper.final_wait_s={final_wait_s!r}: expected an integer >= 0 (seconds)"
+            )
         if heartbeat_interval is None and grace_period is not None:
             raise ValueError(
                 "hydra.sweeper.grace_period is set but heartbeat_interval=null: set both or neither"
@@ -98,6 +107,7 @@ class OptunaSweeperImpl(Sweeper):
         self.max_failure_rate = max_failure_rate
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
+        self.final_wait_s = final_wait_s
         #: Trials of dead workers this worker's storage recorded as FAIL (heartbeat too old).
         self.stale_trials: list[FrozenTrial] = []
         self.params = dict(params or {})
@@ -524,8 +534,41 @@ class _SweepLoop:
 
     # --- the end of the sweep ---------------------------------------------------------------------
 
+    def _wait_for_running_trials(self) -> list[int]:
+        """Once the budget is used up: poll the storage until no trial of the sweep is RUNNING
+        (other workers' trials; with heartbeats, dead workers' are failed meanwhile), for at most
+        ``final_wait_s``. Returns the numbers of the trials still running then."""
+        limit = self.sweeper.final_wait_s
+        deadline = time.monotonic() + limit
+        running = self.budget.running_trials(self.study)
+        if running and limit > 0:
+            log.info(
+                "the sweep's budget is used up; waiting up to %d s (hydra.sweeper.final_wait_s) for trial(s) "
+                "%s of other workers to finish before writing the sweep's best",
+                limit,
+                running,
+            )
+        while running and time.monotonic() < deadline:
+            time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+            running = self.budget.running_trials(self.study)
+            self._report_stale_trials()
+        if running:
+            log.warning(
+                "trial(s) %s still RUNNING after hydra.sweeper.final_wait_s=%d s (a worker still training, "
+                "or one that died with heartbeat_interval=null): the best written now is provisional",
+                running,
+                limit,
+            )
+        return running
+
     def _summarise(self, status: str) -> None:
-        """Best value(s) and params of the sweep: log, optimization_results.yaml, MLflow parent."""
+        """Best value(s) and params of the sweep: log, optimization_results.yaml, MLflow parent.
+
+        A worker that used up the budget first waits for the other workers' trials
+        (:meth:`_wait_for_running_trials`), so every worker writes the same, final best; one
+        that stopped early (failures, a signal) writes what there is at once.
+        """
+        running = self._wait_for_running_trials() if status == "FINISHED" else []
         trials = self.budget.round_trials(self.study)
         counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -536,9 +579,20 @@ class _SweepLoop:
             "sweep": self.membership.round.sweep,
             "trials": {k: v for k, v in counts.items() if v},
             "n_trials_in_study": len(self.study.get_trials(deepcopy=False)),
+            "final": not running and status == "FINISHED",
         }
+        if status != "FINISHED":
+            summary["note"] = f"this worker stopped early ({status}): the best of the trials finished so far"
+        if running:
+            summary["running_trials"] = running
+            summary["note"] = (
+                f"trial(s) {running} were still RUNNING after waiting hydra.sweeper.final_wait_s="
+                f"{self.sweeper.final_wait_s} s (a worker still training, or one that died without "
+                "heartbeats): this best is provisional; the worker that finishes them writes the final one, "
+                f"and optuna.load_study(study_name={self.study_name!r}, storage=...).best_trial has it"
+            )
         metrics: dict[str, float] = {f"n_{k.lower()}": float(v) for k, v in counts.items()}
-        tags: dict[str, Any] = {}
+        tags: dict[str, Any] = {"results_final": str(summary["final"]).lower()}
         if len(self.sweeper.directions) == 1 and complete:
             pick = min if self.sweeper.directions[0] == "minimize" else max
             best = pick(complete, key=lambda t: cast(float, t.value))

@@ -175,14 +175,8 @@ class SharedBudget:
         """
         assert self.round is not None, "join() first"
         trials: list[optuna.Trial] = []
-        with self._lock(), warnings.catch_warnings():
-            # Heartbeats outside study.optimize are what the sweeper is built for (it beats for
-            # its trials itself, _storage.TrialHeartbeat): silence optuna's reminders of that.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            # Running trials of workers killed outright (no heartbeat for grace_period) -> FAIL,
-            # so the sweep can finish; they keep their budget slot, as interrupted trials do.
-            optuna.storages.fail_stale_trials(study)
+        with self._lock():
+            self._fail_stale_trials(study)
             for _ in range(count):
                 if self.n_existing() >= self.round.target:
                     break
@@ -199,6 +193,24 @@ class SharedBudget:
                     break
                 trials.append(trial)
         return trials
+
+    @staticmethod
+    def _fail_stale_trials(study: optuna.Study) -> None:
+        """Running trials of workers killed outright (no heartbeat for grace_period) -> FAIL, so
+        the sweep can finish; they keep their budget slot, as interrupted trials do."""
+        with warnings.catch_warnings():
+            # Heartbeats outside study.optimize are what the sweeper is built for (it beats for
+            # its trials itself, _storage.TrialHeartbeat): silence optuna's reminders of that.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            optuna.storages.fail_stale_trials(study)
+
+    def running_trials(self, study: optuna.Study) -> list[int]:
+        """Numbers of the sweep's trials still RUNNING, after failing those whose worker died
+        (only with heartbeats: without them a dead worker's trial stays RUNNING)."""
+        with self._lock():
+            self._fail_stale_trials(study)
+        return [t.number for t in self.round_trials(study) if t.state == optuna.trial.TrialState.RUNNING]
 
     def round_trials(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         """The trials of the joined sweep (every worker's), in number order."""

@@ -209,6 +209,13 @@ class OptunaSweeperConfig:
     heartbeat_interval: int | None = 60
     #: Seconds without a heartbeat before a running trial is stale (null: 2 x heartbeat_interval).
     grace_period: int | None = None
+    #: A worker whose share of the budget is done waits up to this many seconds for the other
+    #: workers' running trials before writing the sweep's best (optimization_results.yaml, the
+    #: MLflow parent), so that every worker writes the final best. With heartbeats a dead
+    #: worker's trial is failed after grace_period and ends the wait; without them it stays
+    #: RUNNING and the wait ends here, the file then saying it is provisional. The waiting
+    #: worker keeps its machine meanwhile; 0: write at once (provisional while trials run).
+    final_wait_s: int = 3600
     #: ``{key: override}``: ``interval(a,b)``, ``int(interval(a,b))``, ``tag(log, interval(a,b))``,
     #: ``choice(...)``, ``range(...)``, ``a,b,c``, or a fixed value.
     params: dict[str, Any] | None = None

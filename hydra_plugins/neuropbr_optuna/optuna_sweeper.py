@@ -30,6 +30,7 @@ class OptunaSweeper(Sweeper):
         custom_search_space: str | None,
         heartbeat_interval: int | None = 60,
         grace_period: int | None = None,
+        final_wait_s: int = 3600,
     ) -> None:
         from ._impl import OptunaSweeperImpl
 
@@ -46,6 +47,7 @@ class OptunaSweeper(Sweeper):
             custom_search_space=custom_search_space,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
+            final_wait_s=final_wait_s,
         )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:

@@ -140,3 +140,51 @@ def test_direction_must_match_the_stored_study_and_the_metric_mode(app_sweep) ->
         ValueError, match=r"hydra\.sweeper\.direction='maximize' disagrees with optimized_metric_mode='min'"
     ):
         app_sweep("hydra.sweeper.direction=maximize", "hydra.sweeper.study_name=new")
+
+
+def _dead_workers_trial(storage_url: str, heartbeat: bool) -> None:
+    """A worker that opened the sweep (2 trials), asked trial 0 and died: it stays RUNNING."""
+    from hydra_plugins.neuropbr_optuna._rounds import SharedBudget
+    from hydra_plugins.neuropbr_optuna._storage import StorageLock, TrialHeartbeat, open_storage
+
+    storage = open_storage(storage_url, heartbeat_interval=1 if heartbeat else None, grace_period=1)
+    study = optuna.create_study(study_name="sphere", storage=storage)
+    dead = SharedBudget(storage, StorageLock(storage_url), "sphere", 2)
+    dead.join()
+    trials = dead.reserve(study, 1, {})
+    if heartbeat:  # one beat, then the worker "dies"
+        beat = TrialHeartbeat(storage, 1)
+        beat.watch(trials)
+        beat.stop()
+
+
+def test_a_trial_still_running_after_final_wait_s_makes_the_results_provisional(
+    app_sweep, tmp_path: Path
+) -> None:
+    """Without heartbeats a dead worker's trial stays RUNNING: the wait for it is bounded and
+    the file says what it waited for."""
+    _dead_workers_trial(sqlite_url(tmp_path / "optuna.db"), heartbeat=False)
+    app_sweep(
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=null", "hydra.sweeper.final_wait_s=1"
+    )
+    results = OmegaConf.load(tmp_path / "multirun" / "optimization_results.yaml")
+    assert results.final is False and list(results.running_trials) == [0]
+    assert "hydra.sweeper.final_wait_s=1 s" in results.note and "provisional" in results.note
+    assert results.best_trial == 1 and results.trials == {"RUNNING": 1, "COMPLETE": 1}
+
+
+def test_with_heartbeats_a_dead_workers_trial_is_failed_and_the_results_are_final(
+    app_sweep, tmp_path: Path
+) -> None:
+    """With heartbeats the waiting worker fails the dead worker's trial once its beat is older
+    than grace_period, and writes final results well before final_wait_s."""
+    _dead_workers_trial(sqlite_url(tmp_path / "optuna.db"), heartbeat=True)
+    app_sweep(
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=1",
+        "hydra.sweeper.final_wait_s=120",
+    )
+    results = OmegaConf.load(tmp_path / "multirun" / "optimization_results.yaml")
+    assert results.final is True and "running_trials" not in results
+    assert results.trials == {"FAIL": 1, "COMPLETE": 1} and results.best_trial == 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from .conftest import load_trials, sqlite_url, start_app_worker, states, wait_all
 
@@ -12,21 +14,43 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_workers_share_the_budget_and_one_mlflow_parent(tmp_path: Path) -> None:
+    """Two workers, one sweep; the last trial (the best) still runs when the other worker has
+    used up the budget: that worker waits for it, and both write the same, true best."""
     from mlflow.tracking import MlflowClient
 
     mlflow_uri = sqlite_url(tmp_path / "mlflow.db")
+    release = tmp_path / "release"
     command = [
         # No hydra.sweeper.storage: the default sqlite:///optuna.db in the working directory.
         "hydra.sweeper.n_trials=4",
-        "hydra.sweep.dir=multirun",
         f"barrier_dir={tmp_path / 'barrier'}",  # each worker's first trial waits for the other's
         "sleep_s=0.2",
+        "hold_trial=3",  # runs until released, then is the best
+        f"release_file={release}",
         "tracking._target_=neuropbr.training.tracking.MlflowTracker",
         "+tracking.uri=null",  # the default, sqlite:///mlflow.db in the working directory...
         "+tracking.experiment_name=sweeps",
         "hydra.job.chdir=true",  # ...which the sweeper passes on to jobs that run elsewhere
     ]
-    workers = [start_app_worker(tmp_path, *command, log_name=f"worker{i}.log") for i in range(2)]
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    workers = [
+        start_app_worker(tmp_path, *command, f"hydra.sweep.dir=multirun{i}", log_name=log.name)
+        for i, log in enumerate(logs)
+    ]
+    try:
+        deadline = time.monotonic() + 180
+        while not any("waiting up to" in log.read_text() for log in logs):  # one worker is done
+            exited = [w.returncode for w in workers if w.poll() is not None]
+            assert not exited, f"a worker exited ({exited}) without waiting:\n" + logs[0].read_text()[-3000:]
+            assert time.monotonic() < deadline, "no worker waited for the held trial"
+            time.sleep(0.1)
+        waiting = next(i for i, log in enumerate(logs) if "waiting up to" in log.read_text())
+        assert [
+            t.number for t in load_trials(sqlite_url(tmp_path / "optuna.db")) if t.state.name == "RUNNING"
+        ] == [3]
+        assert not (tmp_path / f"multirun{waiting}" / "optimization_results.yaml").exists()
+    finally:
+        release.touch()
     wait_all(workers, tmp_path)
 
     trials = load_trials(sqlite_url(tmp_path / "optuna.db"))
@@ -34,6 +58,13 @@ def test_two_workers_share_the_budget_and_one_mlflow_parent(tmp_path: Path) -> N
     assert states(trials) == ["COMPLETE"] * 4
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # workers sample differently
+    best = min(trials, key=lambda t: t.value)
+    assert best.number == 3
+    for i in range(2):
+        results = OmegaConf.load(tmp_path / f"multirun{i}" / "optimization_results.yaml")
+        assert results.final is True and "running_trials" not in results
+        assert results.best_trial == best.number and results.best_value == pytest.approx(best.value), i
+        assert results.trials == {"COMPLETE": 4}
 
     client = MlflowClient(tracking_uri=mlflow_uri)
     experiment = client.get_experiment_by_name("sweeps").experiment_id
@@ -43,9 +74,9 @@ def test_two_workers_share_the_budget_and_one_mlflow_parent(tmp_path: Path) -> N
     assert {r.data.tags["optuna_state"] for r in children} == {"COMPLETE"}
     assert {t.user_attrs["mlflow_run_id"] for t in trials} == {r.info.run_id for r in children}
     assert parent.info.status == "FINISHED"
-    best = min(trials, key=lambda t: t.value)
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
     assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert parent.data.tags["results_final"] == "true"
 
 
 def test_a_killed_workers_trial_is_failed_by_the_next_worker(tmp_path: Path) -> None:
