@@ -189,6 +189,9 @@ class SyntheticDataConfig(DataConfig):
     #: Render every sample once at start-up (all cores) and serve it from memory; epochs then
     #: reuse the renders with fresh augmentation (much faster on a CPU, ~0.3 MB per sample at 128 px).
     cache: bool = False
+    #: ``[low, high]``: the materials' mean normal tilt in degrees, drawn log-uniformly (null: the
+    #: generator's default, 1-28; plastic and terrazzo keep their smooth 0.3-6).
+    relief_tilt_deg: list[float] | None = None
 
 
 @dataclass
@@ -295,6 +298,10 @@ class UNetEncoderConfig:
     #: Also feed each view's log-ratio to the mean of all views (6 input channels): albedo cancels,
     #: the lights' shading differences (the photometric-stereo cue for normals) remain.
     shading_ratio: bool = False
+    #: 0: one shared encoder per view (any number of views). V: exactly V views stacked as the
+    #: channels of one input (early fusion: the first layer compares the views' shading; the
+    #: encoder runs once instead of V times); must equal data.num_views.
+    stacked_views: int = 0
 
 
 @dataclass

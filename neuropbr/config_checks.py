@@ -7,8 +7,9 @@ names the key, its value and what was expected instead of surfacing later from a
 
 - mandatory values left unset (``data=folder`` without ``data.root``);
 - ranges (learning rates > 0, ...);
-- ``data.resolution`` against the encoder's bottleneck reduction (the encoder is built on the
-  meta device: no memory, no weights, no download).
+- ``data.resolution`` against the encoder's bottleneck reduction, and an encoder that stacks
+  the views as channels against ``data.num_views`` (the encoder is built on the meta device: no
+  memory, no weights, no download).
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ def _check_resolution(cfg: DictConfig) -> None:
             encoder_cfg.pretrained = False  # the structure is all that matters here
     with torch.device("meta"):
         encoder = instantiate(encoder_cfg)
+    stacked = int(getattr(encoder, "stacked_views", 0))
+    if stacked and stacked != int(cfg.data.num_views):
+        raise ConfigValueError(
+            f"encoder.stacked_views={stacked}: expected data.num_views ({cfg.data.num_views}), the "
+            "number of views the encoder takes as channels (or 0: a shared encoder per view)"
+        )
     reduction = int(encoder.reductions[-1])
     resolution = int(cfg.data.resolution)
     if resolution % reduction:

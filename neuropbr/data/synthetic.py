@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from neuropbr.data.datamodule import PBRDataModule, SampleKey, unpack_key
 from neuropbr.data.split import split_samples
+from neuropbr.render.materials import check_relief_range
 from neuropbr.render.scene import CAMERAS, VARIANTS, SyntheticGenerator
 from neuropbr.utils.seeding import derive_seed
 from neuropbr.utils.system import available_cores
@@ -242,6 +243,7 @@ class SyntheticDataModule(PBRDataModule):
         cache: bool = False,
         split: str = "material",
         val_families: Sequence[str] | None = None,
+        relief_tilt_deg: Sequence[float] | None = None,
     ) -> None:
         super().__init__(
             resolution=resolution,
@@ -270,6 +272,7 @@ class SyntheticDataModule(PBRDataModule):
             raise ValueError(f"data.samples_per_material={samples_per_material}: expected >= 1")
         if artifact_strength < 0:
             raise ValueError(f"data.artifact_strength={artifact_strength}: expected >= 0")
+        check_relief_range(relief_tilt_deg, "data.relief_tilt_deg")
         if not 0.0 <= val_ratio < 1.0:
             raise ValueError(f"data.val_ratio={val_ratio}: expected a value in [0, 1)")
         num_materials = -(-num_samples // samples_per_material)
@@ -296,6 +299,7 @@ class SyntheticDataModule(PBRDataModule):
             artifact_strength=artifact_strength,
             seed=seed,
             samples_per_material=samples_per_material,
+            relief_tilt_deg=relief_tilt_deg,
         )
 
     def training_maps(self, max_samples: int = 64) -> list[dict[str, Tensor]]:

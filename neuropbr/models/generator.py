@@ -32,7 +32,9 @@ def shading_ratio(views: Tensor, floor: float = 0.02) -> Tensor:
 class PBRGenerator(nn.Module):
     """Shared per-view encoder -> cross-view fusion of the bottleneck -> multi-head decoder.
 
-    Skips are fused across views by their mean (order-independent, any V).
+    Skips are fused across views by their mean (order-independent, any V). An encoder with
+    ``stacked_views=V`` takes the V views as the channels of one image instead (early fusion):
+    every level then holds one fused feature map, which the fusion and the skips pass through.
 
     Args:
         encoder: see :class:`~neuropbr.models.contracts.Encoder`.
@@ -60,8 +62,17 @@ class PBRGenerator(nn.Module):
         batch, num_views = dims["B"], dims["V"]
         if getattr(self.encoder, "shading_ratio", False):
             views = torch.cat([views, shading_ratio(views)], dim=2)  # (B, V, 6, H, W)
-        features = self.encoder(views.flatten(0, 1))  # [(B*V, C_i, h_i, w_i)], finest first
-        features = [f.unflatten(0, (batch, num_views)) for f in features]  # [(B, V, C_i, h_i, w_i)]
+        stacked = getattr(self.encoder, "stacked_views", 0)
+        if stacked:  # early fusion: the views enter the encoder as channels of one image
+            if num_views != stacked:
+                raise ValueError(
+                    f"views: got {num_views} views, but encoder.stacked_views={stacked} takes exactly "
+                    f"{stacked} (the views are stacked as channels); pass {stacked} views"
+                )
+            features = [f[:, None] for f in self.encoder(views.flatten(1, 2))]  # [(B, 1, C_i, h_i, w_i)]
+        else:
+            features = self.encoder(views.flatten(0, 1))  # [(B*V, C_i, h_i, w_i)], finest first
+            features = [f.unflatten(0, (batch, num_views)) for f in features]  # [(B, V, C_i, h_i, w_i)]
         fused = self.fusion(features[-1])  # (B, C, h, w)
         skips = [f.mean(dim=1) for f in features[:-1]]  # [(B, C_i, h_i, w_i)]
         return self.decoder(fused, skips, (dims["H"], dims["W"]))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import colorsys
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -603,15 +603,18 @@ LAYERS: dict[str, tuple[float, Callable[[_Builder, Maps], Maps]]] = {
 RECOLOUR_PROBABILITY = 0.35
 
 
-def _set_relief(b: _Builder, family: str, height: Tensor) -> Tensor:
-    """Scale the height field so the normals' mean tilt is a seeded draw (log-uniform).
+def _set_relief(
+    b: _Builder, family: str, height: Tensor, tilt_range: tuple[float, float] | None = None
+) -> Tensor:
+    """Scale the height field so the normals' mean tilt is a seeded draw (log-uniform in
+    ``tilt_range`` degrees, default :data:`RELIEF_TILT_DEG`; :data:`SMOOTH_FAMILIES` keep theirs).
 
     The families' own amplitudes are nearly flat (a few thousandths of the sample's width), so a
     model trained on them learns to predict flat normals; real materials range from polished stone
     to cobbles. The tilt is measured at the resolution the maps are made at (finer relief that only
     a larger map can hold then counts too), so every resolution shows the drawn mean tilt.
     """
-    low, high = SMOOTH_RELIEF_TILT_DEG if family in SMOOTH_FAMILIES else RELIEF_TILT_DEG
+    low, high = SMOOTH_RELIEF_TILT_DEG if family in SMOOTH_FAMILIES else (tilt_range or RELIEF_TILT_DEG)
     target = math.radians(low * (high / low) ** b.draw("relief_u", 0.0, 1.0))
     b.params["relief_tilt_deg"] = round(math.degrees(target), 3)
     normal = height_to_normal(height[None, None], strength=height.shape[-1] / 2.0)
@@ -629,13 +632,29 @@ def _set_relief(b: _Builder, family: str, height: Tensor) -> Tensor:
     return height * math.exp(0.5 * (lo + hi))
 
 
+def check_relief_range(tilt_range: Sequence[float] | None, key: str) -> None:
+    """``tilt_range`` must be None or ``[low, high]`` degrees with 0 < low <= high < 90."""
+    if tilt_range is None:
+        return
+    values = list(tilt_range)
+    if len(values) != 2 or not 0 < values[0] <= values[1] < 90:
+        raise ValueError(
+            f"{key}={values}: expected [low, high] mean normal tilt in degrees, 0 < low <= high < 90"
+        )
+
+
 def draw_family(seed: int) -> str:
     """The family :func:`generate_material` picks for ``seed`` when none is given (cheap: no maps)."""
     return random.Random(derive_seed(seed, "family")).choice(sorted(FAMILIES))
 
 
 def generate_material(
-    seed: int, resolution: int, family: str | None = None, *, offset: tuple[int, int] = (0, 0)
+    seed: int,
+    resolution: int,
+    family: str | None = None,
+    *,
+    offset: tuple[int, int] = (0, 0),
+    relief_tilt_deg: tuple[float, float] | None = None,
 ) -> Material:
     """A procedural, tileable material.
 
@@ -646,6 +665,8 @@ def generate_material(
         offset: ``(dx, dy)`` texels to shift the pattern by (right, down). Every material tiles,
             so this equals the unshifted maps rolled by ``(-dy, -dx)``; it picks which window of
             the endless texture the maps show.
+        relief_tilt_deg: ``(low, high)`` mean normal tilt in degrees the relief is drawn from
+            (log-uniform; default :data:`RELIEF_TILT_DEG`; smooth families keep their own range).
 
     Returns:
         The material, with maps (C, R, R) in their ranges (albedo and roughness clamped to
@@ -655,6 +676,7 @@ def generate_material(
     """
     if resolution < 8:
         raise ValueError(f"generate_material: resolution={resolution}, expected >= 8")
+    check_relief_range(relief_tilt_deg, "relief_tilt_deg")
     if family is None:
         family = draw_family(seed)
     elif family not in FAMILIES:
@@ -668,7 +690,7 @@ def generate_material(
     albedo, roughness, metallic, height = expanded
     if builder.rng.random() < RECOLOUR_PROBABILITY:
         albedo = _recolour(builder, albedo, metallic)
-    layers = (albedo, roughness, metallic, _set_relief(builder, family, height))
+    layers = (albedo, roughness, metallic, _set_relief(builder, family, height, relief_tilt_deg))
     applied = []
     for name, (probability, layer) in LAYERS.items():
         if builder.rng.random() < probability:

@@ -27,7 +27,7 @@ from neuropbr.render.brdf import Surface
 from neuropbr.render.camera import AlignedCamera, Camera, PerspectiveCamera
 from neuropbr.render.color import apply_exposure
 from neuropbr.render.lights import DirectionalLight, EnvironmentLight, Light, PointLight, procedural_sky
-from neuropbr.render.materials import Material, draw_family, generate_material
+from neuropbr.render.materials import Material, check_relief_range, draw_family, generate_material
 from neuropbr.render.renderer import develop, shade_surface
 from neuropbr.utils.seeding import derive_seed
 
@@ -375,6 +375,8 @@ class SyntheticGenerator:
         seed: the dataset's seed.
         samples_per_material: samples sharing one material.
         environment: optional (3, He, We) HDR map lighting the scenes (else procedural skies).
+        relief_tilt_deg: ``(low, high)`` mean normal tilt of the materials' relief, degrees
+            (default: :data:`~neuropbr.render.materials.RELIEF_TILT_DEG`).
     """
 
     def __init__(
@@ -387,7 +389,9 @@ class SyntheticGenerator:
         seed: int = 0,
         samples_per_material: int = 1,
         environment: Tensor | None = None,
+        relief_tilt_deg: Sequence[float] | None = None,
     ) -> None:
+        check_relief_range(relief_tilt_deg, "relief_tilt_deg")
         if camera not in CAMERAS:
             raise ValueError(f"camera={camera!r}; choose one of {list(CAMERAS)}")
         if samples_per_material < 1:
@@ -401,6 +405,9 @@ class SyntheticGenerator:
         self.seed = seed
         self.samples_per_material = samples_per_material
         self.environment = environment
+        self.relief_tilt_deg = (
+            None if relief_tilt_deg is None else (float(relief_tilt_deg[0]), float(relief_tilt_deg[1]))
+        )
 
     def material_index(self, index: int) -> int:
         return index // self.samples_per_material
@@ -412,7 +419,9 @@ class SyntheticGenerator:
     def material(self, material_index: int) -> Material:
         """The procedural material ``material_index``."""
         return generate_material(
-            derive_seed(self.seed, "synthetic-material", material_index), self.resolution
+            derive_seed(self.seed, "synthetic-material", material_index),
+            self.resolution,
+            relief_tilt_deg=self.relief_tilt_deg,
         )
 
     def spec(self, index: int) -> dict[str, Any]:

@@ -218,3 +218,57 @@ def test_generator_with_shading_ratio_is_order_independent_and_trains() -> None:
     generator.train()
     projection_loss(generator(views)).backward()
     assert_every_param_has_grad(generator)
+
+
+def _stacked_generator(views: int, **encoder_kwargs: object) -> PBRGenerator:
+    encoder = UNetEncoder(channels=[4, 8, 8], stacked_views=views, **encoder_kwargs)  # type: ignore[arg-type]
+    decoder = UNetHeadsDecoder(
+        in_channels=8, skip_channels=[4, 8], skip_reductions=[1, 2], bottleneck_reduction=4, channels=[8, 4]
+    )
+    return PBRGenerator(encoder, MaxFusion(in_channels=8), decoder)
+
+
+def test_stacked_views_see_each_texel_of_every_view_and_train() -> None:
+    """Early fusion: the first convolution takes all three views' channels, so a change in one
+    view alone changes the prediction at that texel (a per-view encoder fused by mean or max
+    could too, but here the input layer is 9 channels wide and the encoder runs once)."""
+    generator = _stacked_generator(3, exposure_norm=True).eval()
+    assert next(generator.encoder.levels[0].parameters()).shape[1] == 9  # the first conv: 3 views x RGB
+    views = torch.rand(2, 3, 3, 16, 16)
+    changed = views.clone()
+    changed[:, 1, :, 8, 8] = 1.0 - changed[:, 1, :, 8, 8]  # one texel of the second view
+    with torch.no_grad():
+        a, b = generator(views), generator(changed)
+    assert a["normal"].shape == (2, 3, 16, 16) and a["albedo"].shape == (2, 3, 16, 16)
+    assert not torch.allclose(a["albedo"][..., 8, 8], b["albedo"][..., 8, 8])
+    generator.train()
+    projection_loss(generator(views)).backward()
+    assert_every_param_has_grad(generator)
+
+
+def test_stacked_views_exposure_norm_is_per_view() -> None:
+    """Each stacked view gets its own gain: scaling one view's exposure changes nothing."""
+    generator = _stacked_generator(3, exposure_norm=True).eval()
+    views = 0.1 + 0.4 * torch.rand(1, 3, 3, 16, 16)
+    brighter = views * torch.tensor([1.0, 1.8, 0.6]).view(1, 3, 1, 1, 1)
+    with torch.no_grad():
+        a, b = generator(views), generator(brighter)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)
+
+
+def test_stacked_views_refuse_another_number_of_views() -> None:
+    with pytest.raises(ValueError, match=r"encoder.stacked_views=3 takes exactly 3"):
+        _stacked_generator(3)(torch.rand(1, 2, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"encoder.stacked_views=-1"):
+        UNetEncoder(channels=[4, 8], stacked_views=-1)
+
+
+def test_stacked_views_must_match_data_num_views(compose_cfg: Callable[..., DictConfig]) -> None:
+    from neuropbr.config_checks import ConfigValueError, check_train_config
+
+    cfg = compose_cfg(
+        "encoder=unet", "encoder.channels=[4,8,8]", "encoder.stacked_views=2", "data.num_views=3"
+    )
+    with pytest.raises(ConfigValueError, match=r"encoder.stacked_views=2: expected data.num_views \(3\)"):
+        check_train_config(cfg)

@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from neuropbr.data.synthetic import SyntheticDataModule
+from neuropbr.render import materials
 from neuropbr.render.geometry import height_to_normal
 from neuropbr.render.materials import FAMILIES, generate_material
 from neuropbr.render.noise import periodic_noise
@@ -152,3 +154,27 @@ def test_noise_rejects_bad_settings(kwargs: dict, message: str) -> None:
     settings = {"seed": 0, "resolution": 16, **kwargs}
     with pytest.raises(ValueError, match=message):
         periodic_noise(**settings)
+
+
+def test_relief_range_sets_the_mean_normal_tilt() -> None:
+    """``relief_tilt_deg`` is where the drawn mean tilt falls; the maps' normals follow it."""
+
+    def mean_tilt(material: materials.Material) -> float:
+        return float(torch.rad2deg(torch.acos(material.maps["normal"][2].clamp(-1, 1))).mean())
+
+    for seed in range(6):
+        family = "bricks" if seed % 2 else "stone"
+        strong = materials.generate_material(seed, 64, family, relief_tilt_deg=(15.0, 25.0))
+        weak = materials.generate_material(seed, 64, family, relief_tilt_deg=(1.0, 2.0))
+        assert 15.0 <= strong.params["relief_tilt_deg"] <= 25.0
+        assert 1.0 <= weak.params["relief_tilt_deg"] <= 2.0
+        # Weathering layers change the height a little after the draw; the order stays.
+        assert mean_tilt(strong) > 3 * mean_tilt(weak)
+    smooth = materials.generate_material(0, 64, "plastic", relief_tilt_deg=(15.0, 25.0))
+    assert smooth.params["relief_tilt_deg"] <= materials.SMOOTH_RELIEF_TILT_DEG[1]
+
+
+@pytest.mark.parametrize("bad", [(0.0, 5.0), (10.0, 5.0), (5.0, 95.0), (5.0,)])
+def test_relief_range_rejects_bad_values(bad: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match=r"data.relief_tilt_deg=.*expected \[low, high\]"):
+        SyntheticDataModule(resolution=32, num_samples=8, relief_tilt_deg=bad)

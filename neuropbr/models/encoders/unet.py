@@ -48,6 +48,13 @@ class UNetEncoder(nn.Module):
             in exposure and white balance from shot to shot (a phone's auto-exposure), so the
             absolute level says little about albedo; normalising removes that nuisance and keeps
             the view's contrast, colour ratios and shading.
+        shading_ratio: also take each view's log-ratio to the mean of all views (6 channels per
+            view; see :func:`~neuropbr.models.generator.shading_ratio`).
+        stacked_views: 0: one shared encoder runs on each view (any number of views, fused after
+            encoding). V > 0: exactly V views enter as one image of V x 3 (or V x 6) channels
+            (early fusion): the first convolution already sees every view's value of each texel,
+            which is how the views' shading under different lights is compared (photometric
+            stereo); the encoder runs once instead of V times.
     """
 
     def __init__(
@@ -58,11 +65,18 @@ class UNetEncoder(nn.Module):
         grad_checkpointing: bool = False,
         exposure_norm: bool = False,
         shading_ratio: bool = False,
+        stacked_views: int = 0,
     ) -> None:
         super().__init__()
+        if stacked_views < 0:
+            raise ValueError(
+                f"encoder.stacked_views={stacked_views}: expected 0 (a shared encoder per view) or the "
+                "number of views stacked as channels"
+            )
         self.exposure_norm = exposure_norm
         self.shading_ratio = shading_ratio
-        self.in_channels = 6 if shading_ratio else 3
+        self.stacked_views = stacked_views
+        self.in_channels = (6 if shading_ratio else 3) * max(1, stacked_views)
         channels = [int(c) for c in channels]
         if len(channels) < 2 or min(channels) < 1:
             raise ValueError(
@@ -85,16 +99,18 @@ class UNetEncoder(nn.Module):
 
         Args:
             x: (N, 3, H, W) in [0, 1] (with ``shading_ratio``: (N, 6, H, W), the photo then its
-                log-ratio channels); H and W divisible by ``reductions[-1]``.
+                log-ratio channels; with ``stacked_views=V``: (N, V * 3 or V * 6, H, W), view
+                after view); H and W divisible by ``reductions[-1]``.
 
         Returns:
             ``[(N, out_channels[i], H / reductions[i], W / reductions[i])]``, finest first.
         """
         check_shape(x, f"N {self.in_channels} H W", "encoder input")
-        photo, ratio = x[:, :3], x[:, 3:]  # ratio: (N, 0 or 3, H, W), already centred on 0
+        per_view = x.unflatten(1, (max(1, self.stacked_views), -1))  # (N, V', 3 or 6, H, W)
+        photo, ratio = per_view[:, :, :3], per_view[:, :, 3:]  # ratio: already centred on 0
         if self.exposure_norm:  # one gain per view: removes exposure, keeps the colour ratios
-            photo = photo * (0.5 / photo.mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-3))  # mean 0.5
-        x = torch.cat([(photo - 0.5) / 0.5, ratio], dim=1)  # (N, C_in, H, W), photo in [-1, 1]
+            photo = photo * (0.5 / photo.mean(dim=(2, 3, 4), keepdim=True).clamp(min=1e-3))  # mean 0.5
+        x = torch.cat([(photo - 0.5) / 0.5, ratio], dim=2).flatten(1, 2)  # (N, C_in, H, W), photo in [-1, 1]
         features = []
         for level in self.levels:
             if self.grad_checkpointing and torch.is_grad_enabled():
