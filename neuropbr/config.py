@@ -494,6 +494,25 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class ProfilerConfig:
+    """``trainer.profiler``: a torch.profiler trace of a few training batches (``debug=profiler``),
+    written to ``<run dir>/profiler/`` (Chrome trace, operator table) and uploaded to MLflow."""
+
+    enabled: bool = False
+    #: Batches skipped first (start-up), then traced and discarded (the profiler's own warm-up),
+    #: then recorded.
+    wait: int = 1
+    warmup: int = 1
+    active: int = 3
+    record_shapes: bool = True
+    profile_memory: bool = True
+    #: Python stacks per operator (a much larger trace).
+    with_stack: bool = False
+    #: Rows of the operator table written to train.log.
+    row_limit: int = 20
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int = 100
     #: Optional cap on optimiser steps (smoke runs); training stops at whichever comes first.
@@ -533,6 +552,18 @@ class TrainerConfig:
     #: after ``nonfinite_patience`` such steps in a row (nothing saved), ``skip_step`` goes on.
     on_nonfinite: OnNonFinite = OnNonFinite["raise"]  # type: ignore[misc]
     nonfinite_patience: int = 3
+    # --- debugging (conf/debug/) ---
+    #: Training batches per epoch: null (all), a fraction in (0, 1] (at least one batch) or a
+    #: count >= 1; the epoch's first batches, in its usual order.
+    limit_train_batches: int | float | None = None
+    #: Validation batches per validation (per process under DDP), as for training.
+    limit_val_batches: int | float | None = None
+    #: N > 0: train on the same N batches every epoch (same order, same augmentation) and validate
+    #: on N batches: the training loss must fall. 0: off.
+    overfit_batches: int = 0
+    #: A development run (``debug=fdr``): checkpoints stay local, no MLflow model is logged.
+    fast_dev_run: bool = False
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
 
 
 @dataclass

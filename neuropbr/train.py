@@ -29,6 +29,8 @@ from neuropbr.training.early_stopping import EarlyStopping, ValidationHooks
 from neuropbr.training.early_stopping import check_settings as check_early_stopping
 from neuropbr.training.multirun import parent_run_id, sweep_command_line
 from neuropbr.training.precision import resolve_device, resolve_precision
+from neuropbr.training.profiling import BatchProfiler
+from neuropbr.training.profiling import check_settings as check_profiler
 from neuropbr.training.run_metadata import (
     child_run_name,
     config_params,
@@ -60,6 +62,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"optimized_metric={cfg.optimized_metric!r}: expected one of {valid}")
     user_tags(cfg.get("tags"))  # a bad tag fails now, naming it, not after the data is set up
     build_early_stopping(cfg)  # likewise trainer.early_stopping.*
+    node = cfg.trainer.profiler
+    check_profiler(node.wait, node.warmup, node.active, node.row_limit)
     if cfg.discriminator.get("_target_") is None and cfg.loss.weights.get("gan", 0.0) > 0:
         log.info(
             "discriminator=none: loss.weights.gan=%s is ignored (no adversarial training)",
@@ -205,7 +209,17 @@ def build_trainer(
         config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
         image_dir=Path(cfg.paths.output_dir) / "images",
         on_validation=_validation_hooks(cfg),
+        profiler=build_profiler(cfg, device) if dist_info.is_main else None,
     )
+
+
+def build_profiler(cfg: DictConfig, device: torch.device) -> BatchProfiler | None:
+    """``trainer.profiler`` of ``cfg`` writing to ``<run dir>/profiler/`` (None while not enabled)."""
+    node = cfg.trainer.profiler
+    if not node.enabled:
+        return None
+    settings = {k: v for k, v in node.items() if k != "enabled"}
+    return BatchProfiler(Path(cfg.paths.output_dir) / "profiler", device=device, **settings)
 
 
 def train(cfg: DictConfig) -> float:
@@ -302,11 +316,19 @@ def report_skipped_samples(datamodule: Any, tracker: Any, step: int) -> None:
 
 
 def _log_run_artifacts(cfg: DictConfig, trainer: Trainer, tracker: Any, signalled: bool = False) -> None:
-    """The resolved config; the full training state when ``tracking.log_checkpoints``; and the
-    generator as MLflow models (not when a signal stopped the run: a resumed run logs them)."""
+    """The resolved config; the profiler's trace; the full training state when
+    ``tracking.log_checkpoints``; and the generator as MLflow models (not when a signal stopped the
+    run: a resumed run logs them). A ``trainer.fast_dev_run`` uploads neither weights nor models."""
     hydra_dir = Path(cfg.paths.output_dir) / ".hydra"
     if hydra_dir.is_dir():
         tracker.log_artifact(hydra_dir, "config")
+    profiler = trainer.profiler
+    if profiler is not None and profiler.recorded:
+        for path in (profiler.trace_path, profiler.table_path):
+            tracker.log_artifact(path, "profiler")
+    if cfg.trainer.fast_dev_run:
+        log.info("trainer.fast_dev_run: no checkpoint or model uploaded (%s)", trainer.checkpointer.directory)
+        return
     if getattr(tracker, "log_checkpoints", False):
         for path in (trainer.checkpointer.best_path, trainer.checkpointer.latest_path):
             if path.is_file():

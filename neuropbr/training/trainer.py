@@ -28,11 +28,13 @@ from tqdm import tqdm
 from neuropbr.losses.composite import CompositeLoss
 from neuropbr.metrics import BaselineMaps, train_step_metrics
 from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.training.batch_limits import check_limit, limit_loader
 from neuropbr.training.checkpoint import Checkpointer, capture_rng_state, load_module_state, restore_rng_state
 from neuropbr.training.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from neuropbr.training.ema import ExponentialMovingAverage
 from neuropbr.training.nonfinite import NonFiniteGuard
 from neuropbr.training.precision import Precision
+from neuropbr.training.profiling import BatchProfiler
 from neuropbr.training.tracking import NullTracker, Tracker
 from neuropbr.training.validation import validate
 from neuropbr.training.visualize import write_validation_images
@@ -68,6 +70,9 @@ class LoopSettings:
     progress_bar: bool = True
     on_nonfinite: str = "raise"
     nonfinite_patience: int = 3
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    overfit_batches: int = 0
 
     def __post_init__(self) -> None:
         self.on_nonfinite = choice(self.on_nonfinite)
@@ -78,6 +83,15 @@ class LoopSettings:
             raise ValueError(f"trainer.max_steps={self.max_steps}: expected >= 1 or null")
         if self.gan_start_epoch < 0:
             raise ValueError(f"trainer.gan_start_epoch={self.gan_start_epoch}: expected >= 0")
+        check_limit("limit_train_batches", self.limit_train_batches)
+        check_limit("limit_val_batches", self.limit_val_batches)
+        if self.overfit_batches < 0:
+            raise ValueError(f"trainer.overfit_batches={self.overfit_batches}: expected >= 0 (0: off)")
+        if self.overfit_batches and self.limit_train_batches is not None:
+            raise ValueError(
+                f"trainer.overfit_batches={self.overfit_batches} and trainer.limit_train_batches="
+                f"{self.limit_train_batches}: overfitting picks its own training batches; set only one"
+            )
 
 
 @dataclass
@@ -113,6 +127,7 @@ class Trainer:
         image_dir: where validation image grids are written.
         on_validation: ``(epoch, metrics) -> stop?``, called on rank 0 after each validation
             (the Optuna pruning handle).
+        profiler: traces a few training batches (``trainer.profiler``; None = off).
     """
 
     def __init__(
@@ -140,6 +155,7 @@ class Trainer:
         config: dict[str, Any] | None = None,
         image_dir: str | Path | None = None,
         on_validation: Callable[[int, dict[str, float]], bool] | None = None,
+        profiler: BatchProfiler | None = None,
     ) -> None:
         if metric_mode not in ("min", "max"):
             raise ValueError(f"optimized_metric_mode={metric_mode!r}; choose 'min' or 'max'")
@@ -149,7 +165,7 @@ class Trainer:
         self.datamodule = datamodule
         self.checkpointer, self.tracker = checkpointer, tracker or NullTracker()
         self.optimized_metric, self.metric_mode = optimized_metric, metric_mode
-        self.config, self.on_validation = config or {}, on_validation
+        self.config, self.on_validation, self.profiler = config or {}, on_validation, profiler
         self.image_dir = Path(image_dir) if image_dir else checkpointer.directory.parent / "images"
         memory_format = (
             torch.channels_last if channels_last and device.type == "cuda" else torch.preserve_format
@@ -166,7 +182,13 @@ class Trainer:
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.g_scheduler, self.d_scheduler = g_scheduler, d_scheduler
         self.g_scaler, self.d_scaler = precision.grad_scaler(), precision.grad_scaler()
-        self.train_loader = datamodule.train_dataloader(self.dist.rank, self.dist.world_size)
+        overfit = settings.overfit_batches or None
+        # Overfitting pins epoch 0's order and augmentation seeds: the same batches every epoch.
+        self.train_loader = limit_loader(
+            datamodule.train_dataloader(self.dist.rank, self.dist.world_size),
+            overfit or settings.limit_train_batches,
+            fixed_epoch=0 if overfit else None,
+        )
         has_val = datamodule.val_set is not None and len(datamodule.val_set) > 0
         if not has_val:
             log.warning(
@@ -174,7 +196,19 @@ class Trainer:
                 "best_model.pth, and no optimized_metric for a sweeper"
             )
         # Every rank validates its shard; the metric sums are all-reduced (validation.validate).
-        self.val_loader = datamodule.val_dataloader(self.dist.rank, self.dist.world_size) if has_val else None
+        val_limit = settings.limit_val_batches if settings.limit_val_batches is not None else overfit
+        self.val_loader = (
+            limit_loader(datamodule.val_dataloader(self.dist.rank, self.dist.world_size), val_limit)
+            if has_val
+            else None
+        )
+        if overfit or settings.limit_train_batches is not None or settings.limit_val_batches is not None:
+            log.info(
+                "debugging limits: %d training batch(es) per epoch%s, %s validation batch(es)",
+                self.batches_per_epoch,
+                " (the same ones every epoch: trainer.overfit_batches)" if overfit else "",
+                len(self.val_loader) if self.val_loader is not None else "no",
+            )
         if self.dist.is_main:
             log.info(datamodule.describe_workers(self.val_loader.num_workers if self.val_loader else 0))
         # What a constant predictor learns from the training set: validation scores it beside the model.
@@ -386,6 +420,8 @@ class Trainer:
             self.step += 1
             self.batch_in_epoch += 1
             self._count_scheduler_step()
+            if self.profiler is not None:
+                self.profiler.step()
             window_samples += batch["views"].shape[0]
             for key, value in logs.items():
                 window[key].append(value)
@@ -470,6 +506,8 @@ class Trainer:
         """Train from the current state (fresh, or after ``load_state_dict``) to the end."""
         result = FitResult(best_metric=self.best_metric)
         previous = self._install_signal_handlers()
+        if self.profiler is not None:
+            self.profiler.start()
         try:
             while self.epoch < self.s.max_epochs:
                 epoch = self.epoch
@@ -521,6 +559,8 @@ class Trainer:
                     break
         finally:
             self._restore_signal_handlers(previous)
+            if self.profiler is not None:
+                self.profiler.stop()
         if self.nonfinite.skipped and self.dist.is_main:
             log.warning(
                 "skipped %d step(s) with a non-finite loss (trainer.on_nonfinite)", self.nonfinite.skipped
