@@ -542,6 +542,11 @@ class TrainerConfig:
     recompute_fakes: bool = False
     save_every_n_epochs: int = 5
     save_best_only: bool = False
+    #: An optimizer step every k batches, on the mean gradient of the k (each loss divided by k;
+    #: the epoch's last group may be shorter). D steps by the same rule. Steps (max_steps,
+    #: log_every_n_steps, scheduler.warmup_steps) count optimizer steps, not batches.
+    accumulate_grad_batches: int = 1
+    #: Log the training window every this many optimizer steps.
     log_every_n_steps: int = 10
     log_images_every_n_epochs: int = 5
     #: Number of validation samples shown in image grids.

@@ -117,7 +117,14 @@ def test_sigterm_saves_and_resume_finishes(tmp_path: Path) -> None:
     assert final["epoch"] == 3 and final["step"] > interrupted["step"]
 
 
-def test_torchrun_two_processes_train_identical_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "steps"),
+    # 9 training samples over 2 ranks with batch 2: ceil(ceil(9 / 2) / 2) = 3 batches per epoch,
+    # 3 steps; accumulating 2 (DDP's no_sync on the first batch of each group): 2 steps.
+    [([], 6), (["trainer.accumulate_grad_batches=2"], 4)],
+    ids=["plain", "accumulate2"],
+)
+def test_torchrun_two_processes_train_identical_weights(tmp_path: Path, extra: list[str], steps: int) -> None:
     # The real train() under torchrun; after fit, each rank dumps its generator weights so the
     # test can compare them (rank 0 alone writes checkpoints).
     script = tmp_path / "ddp_job.py"
@@ -150,6 +157,7 @@ def test_torchrun_two_processes_train_identical_weights(tmp_path: Path) -> None:
             "trainer.max_epochs=2",
             "data.num_samples=10",
             f"hydra.run.dir={tmp_path / 'run'}",
+            *extra,
         ],
         cwd=tmp_path,
         env=_env(OMP_NUM_THREADS="1"),
@@ -163,9 +171,7 @@ def test_torchrun_two_processes_train_identical_weights(tmp_path: Path) -> None:
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pth")
-    assert state["epoch"] == 2
-    # 9 training samples over 2 ranks with batch 2: ceil(ceil(9 / 2) / 2) = 3 steps per epoch.
-    assert state["step"] == 6
+    assert state["epoch"] == 2 and state["step"] == steps
     assert all(torch.equal(rank0[k], v) for k, v in state["generator"].items())
 
 

@@ -10,6 +10,7 @@ Validation, best-model selection and checkpoints happen at epoch ends; SIGINT/SI
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from neuropbr.losses.composite import CompositeLoss
 from neuropbr.metrics import BaselineMaps, train_step_metrics
 from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.training.accumulation import LossSums, check_accumulation, group_of
 from neuropbr.training.batch_limits import check_limit, limit_loader
 from neuropbr.training.checkpoint import Checkpointer, capture_rng_state, load_module_state, restore_rng_state
 from neuropbr.training.distributed import DistInfo, barrier, broadcast_object, gather_objects
@@ -73,6 +75,7 @@ class LoopSettings:
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     overfit_batches: int = 0
+    accumulate_grad_batches: int = 1
 
     def __post_init__(self) -> None:
         self.on_nonfinite = choice(self.on_nonfinite)
@@ -83,6 +86,7 @@ class LoopSettings:
             raise ValueError(f"trainer.max_steps={self.max_steps}: expected >= 1 or null")
         if self.gan_start_epoch < 0:
             raise ValueError(f"trainer.gan_start_epoch={self.gan_start_epoch}: expected >= 0")
+        check_accumulation(self.accumulate_grad_batches, self.d_steps_per_g_step)
         check_limit("limit_train_batches", self.limit_train_batches)
         check_limit("limit_val_batches", self.limit_val_batches)
         if self.overfit_batches < 0:
@@ -177,6 +181,7 @@ class Trainer:
             discriminator.to(device).to(memory_format=memory_format) if discriminator is not None else None
         )
         self.ema = ExponentialMovingAverage(self.generator, ema_decay) if ema_decay is not None else None
+        self._ddp: list[nn.parallel.DistributedDataParallel] = []
         self.g_train = self._wrap(self.generator, compile)
         self.d_train = self._wrap(self.discriminator, compile) if self.discriminator is not None else None
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
@@ -215,8 +220,13 @@ class Trainer:
         self.baseline = BaselineMaps.from_maps(datamodule.training_maps()) if has_val else None
         if self.baseline is not None:
             log.info("baseline maps (training means): %s", self.baseline.to_dict())
+        #: ``step`` counts optimizer steps, ``batch_in_epoch`` batches (accumulate_grad_batches per step).
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_metric: float | None = None
+        # The accumulation group in progress: batches backpropagated, their samples, loss sums.
+        self._accumulated = 0
+        self._group_samples: list[str] = []
+        self._loss_sums = LossSums()
         self._stop_signal: int | None = None
         self.nonfinite = NonFiniteGuard(
             settings.on_nonfinite,
@@ -231,25 +241,39 @@ class Trainer:
         if self.dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+            self._ddp.append(wrapped)
         return torch.compile(wrapped) if compile else wrapped
+
+    def _no_sync(self, skip: bool) -> contextlib.AbstractContextManager:
+        """DDP's ``no_sync`` on every wrapped network while ``skip``: a batch inside an
+        accumulation group keeps its gradients local; the group's last batch all-reduces the sum."""
+        stack = contextlib.ExitStack()
+        if skip:
+            for ddp in self._ddp:
+                stack.enter_context(ddp.no_sync())
+        return stack
 
     # --- one step ------------------------------------------------------------------------------
 
-    def _optimize(
+    @staticmethod
+    def _backward(loss: Tensor, scaler: Any, group_size: int) -> None:
+        """Backpropagate ``loss / group_size``, adding to the gradients of the group so far."""
+        scaler.scale(loss / group_size if group_size > 1 else loss).backward()
+
+    def _step(
         self,
-        loss: Tensor,
         optimizer: torch.optim.Optimizer,
         scaler: Any,
         module: nn.Module,
         clip: float | None,
+        loss: Tensor,
     ) -> bool:
-        """Backward and step; returns False (step not applied) when the loss or the gradient
-        norm is not finite."""
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        """Apply the accumulated gradients; False (step not applied) when ``loss`` (the group's
+        summed loss) or the gradient norm is not finite."""
         norm = None
         if clip:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            # Clip the true gradients, not the scaled ones; once per step, so only at a boundary.
+            scaler.unscale_(optimizer)
             norm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip, foreach=True)
         # Checked once the backward pass is queued (one sync); a GradScaler already skips steps
         # with non-finite gradients itself (and lowers its scale), so it steps regardless.
@@ -263,8 +287,17 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         return finite
 
-    def train_step(self, batch: dict[str, Any], gan_on: bool, with_metrics: bool = True) -> dict[str, Tensor]:
-        """One D step (x ``d_steps_per_g_step``, when the GAN is on) and one G step.
+    def train_step(
+        self,
+        batch: dict[str, Any],
+        gan_on: bool,
+        with_metrics: bool = True,
+        *,
+        group_size: int = 1,
+        last: bool = True,
+    ) -> dict[str, Tensor]:
+        """One batch: D's loss (x ``d_steps_per_g_step``, when the GAN is on) and G's loss,
+        backpropagated; with ``last`` (the default) also the optimizer steps.
 
         ``d_steps_per_g_step > 1`` trains D several times on this batch's real maps and fakes
         (a stronger discriminator per generator step), not on fresh batches.
@@ -274,58 +307,72 @@ class Trainer:
             gan_on: run the discriminator step and the generator's adversarial term.
             with_metrics: also compute the per-step training metrics (MAE/RMSE per map, normal
                 angle); the loop asks for them on logging steps only.
+            group_size: the batches of this accumulation group (losses are divided by it; see
+                :mod:`neuropbr.training.accumulation`).
+            last: the group's last batch: D and G step on the accumulated gradients (D just
+                before G's adversarial term, as without accumulation).
 
         Returns:
-            Detached scalars for logging; the only wait for the device is the finiteness check
-            of each optimizer step (:mod:`neuropbr.training.nonfinite`).
+            Detached scalars of this batch for logging (losses not divided by ``group_size``);
+            the only wait for the device is the finiteness check of each optimizer step
+            (:mod:`neuropbr.training.nonfinite`).
 
         Raises:
             NonFiniteLossError: ``trainer.on_nonfinite=raise`` and too many non-finite steps.
         """
-        self.nonfinite.snapshot()
+        if self._accumulated == 0:  # the group's first batch
+            self.nonfinite.snapshot()
+            for optimizer in (self.g_optimizer, self.d_optimizer):
+                if optimizer is not None:
+                    optimizer.zero_grad(set_to_none=True)
+        self._accumulated += 1
+        self._group_samples += list(batch.get("sample") or [])
         finite = True
         views = batch["views"].to(self.device, non_blocking=True)  # (B, V, 3, H, W)
         target = {k: v.to(self.device, non_blocking=True) for k, v in batch["maps"].items()}
         logs: dict[str, Tensor] = {}
-        with self.precision.autocast():
-            fake = self.g_train(views)
         discriminator = self.discriminator
-        if gan_on:
-            assert discriminator is not None and self.d_train is not None and self.d_optimizer is not None
-            real = stack_maps(target)
-            for _ in range(self.s.d_steps_per_g_step):
-                if self.s.recompute_fakes:  # the original stack's behaviour (benchmarks only)
-                    with torch.no_grad(), self.precision.autocast():
-                        fake_for_d = self.g_train(views)
-                else:
-                    fake_for_d = fake
-                with self.precision.autocast():
-                    fake_stack = stack_maps({k: v.detach() for k, v in fake_for_d.items()})
-                    d_loss = self.loss.discriminator_loss(
-                        self.d_train(real, views), self.d_train(fake_stack, views)
-                    )
-                finite &= self._optimize(
-                    d_loss, self.d_optimizer, self.d_scaler, discriminator, self.s.d_grad_clip_norm
+        with self._no_sync(not last):
+            with self.precision.autocast():
+                fake = self.g_train(views)
+            if gan_on:
+                assert discriminator is not None and self.d_train is not None and self.d_optimizer is not None
+                real = stack_maps(target)
+                for _ in range(self.s.d_steps_per_g_step):
+                    if self.s.recompute_fakes:  # the original stack's behaviour (benchmarks only)
+                        with torch.no_grad(), self.precision.autocast():
+                            fake_for_d = self.g_train(views)
+                    else:
+                        fake_for_d = fake
+                    with self.precision.autocast():
+                        fake_stack = stack_maps({k: v.detach() for k, v in fake_for_d.items()})
+                        d_loss = self.loss.discriminator_loss(
+                            self.d_train(real, views), self.d_train(fake_stack, views)
+                        )
+                    self._backward(d_loss, self.d_scaler, group_size)
+                    self._loss_sums.add("d", d_loss)
+                    if last:
+                        finite &= self._step(
+                            self.d_optimizer,
+                            self.d_scaler,
+                            discriminator,
+                            self.s.d_grad_clip_norm,
+                            self._loss_sums.take("d"),
+                        )
+                logs["d_loss"] = d_loss.detach()
+            # G step: D's weights need no gradient here; calling the plain module also keeps DDP's
+            # reducer out of a backward that produces no D gradients.
+            if discriminator is not None and gan_on:
+                discriminator.requires_grad_(False)
+            with self.precision.autocast():
+                fake_logits = (
+                    discriminator(stack_maps(fake), views) if discriminator is not None and gan_on else None
                 )
-            logs["d_loss"] = d_loss.detach()
-        # G step: D's weights need no gradient here; calling the plain module also keeps DDP's
-        # reducer out of a backward that produces no D gradients.
-        if discriminator is not None and gan_on:
-            discriminator.requires_grad_(False)
-        with self.precision.autocast():
-            fake_logits = (
-                discriminator(stack_maps(fake), views) if discriminator is not None and gan_on else None
-            )
-            g_loss, terms = self.loss(fake, target, fake_logits)
-        if discriminator is not None and gan_on:
-            discriminator.requires_grad_(True)
-        finite &= self._optimize(
-            g_loss, self.g_optimizer, self.g_scaler, self.generator, self.s.grad_clip_norm
-        )
-        if not finite:  # the forward passes updated the running statistics with non-finite values
-            self.nonfinite.restore()
-        elif self.ema is not None:
-            self.ema.update(self.generator, self.step)
+                g_loss, terms = self.loss(fake, target, fake_logits)
+            if discriminator is not None and gan_on:
+                discriminator.requires_grad_(True)
+            self._backward(g_loss, self.g_scaler, group_size)
+        self._loss_sums.add("g", g_loss)
         logs["g_loss"] = g_loss.detach()
         for name, value in terms.items():
             logs[_TERM_LOG_NAMES.get(name, name if name.startswith("l1_") else f"loss_{name}")] = (
@@ -334,8 +381,19 @@ class Trainer:
         if with_metrics:
             with torch.no_grad():
                 logs.update(train_step_metrics({k: v.detach() for k, v in fake.items()}, target))
+        if not last:
+            return logs
+        g_sum = self._loss_sums.take("g")
+        finite &= self._step(self.g_optimizer, self.g_scaler, self.generator, self.s.grad_clip_norm, g_sum)
+        if not finite:  # the forward passes updated the running statistics with non-finite values
+            self.nonfinite.restore()
+        elif self.ema is not None:
+            self.ema.update(self.generator, self.step)
+        samples, self._group_samples, self._accumulated = self._group_samples, [], 0
+        # The group's mean loss, so a non-finite batch anywhere in it shows in the message.
+        group_logs = logs if group_size == 1 else {**logs, "g_loss": g_sum / group_size}
         self.nonfinite.record(
-            finite, step=self.step + 1, epoch=self.epoch + 1, samples=batch.get("sample"), logs=logs
+            finite, step=self.step + 1, epoch=self.epoch + 1, samples=samples or None, logs=group_logs
         )
         return logs
 
@@ -414,12 +472,17 @@ class Trainer:
         for batch in bar:
             if self._budget_spent():  # e.g. resumed from a checkpoint written at max_steps
                 break
-            logs = self.train_step(
-                batch, gan_on, with_metrics=(self.step + 1) % self.s.log_every_n_steps == 0
+            group_size, last = group_of(
+                self.batch_in_epoch, self.batches_per_epoch, self.s.accumulate_grad_batches
             )
-            self.step += 1
+            logs = self.train_step(
+                batch,
+                gan_on,
+                with_metrics=last and (self.step + 1) % self.s.log_every_n_steps == 0,
+                group_size=group_size,
+                last=last,
+            )
             self.batch_in_epoch += 1
-            self._count_scheduler_step()
             if self.profiler is not None:
                 self.profiler.step()
             window_samples += batch["views"].shape[0]
@@ -427,6 +490,10 @@ class Trainer:
                 window[key].append(value)
                 if key in ("g_loss", "d_loss"):
                     epoch_sums[key].append(value)
+            if not last:  # steps, logs and stops wait for the accumulation group's optimizer step
+                continue
+            self.step += 1
+            self._count_scheduler_step()
             if self.step % self.s.log_every_n_steps == 0:
                 values = self._log_window(window, window_samples, time.perf_counter() - window_start)
                 bar.set_postfix(
@@ -666,6 +733,15 @@ class Trainer:
             state["step"],
         )
         self.best_metric = state.get("best_metric")
+        k = self.s.accumulate_grad_batches
+        if self.batch_in_epoch % k:
+            log.warning(
+                "%s stopped at batch %d of the epoch, inside a group of trainer.accumulate_grad_batches=%d "
+                "(it was written with another value): the first step accumulates fewer batches",
+                source,
+                self.batch_in_epoch,
+                k,
+            )
         per_rank = state.get("rng_per_rank") or []
         same_world = len(per_rank) == self.dist.world_size
         restore_rng_state(per_rank[self.dist.rank] if same_world else state["rng"])
