@@ -37,6 +37,7 @@ from neuropbr.training.ema import ExponentialMovingAverage
 from neuropbr.training.nonfinite import NonFiniteGuard
 from neuropbr.training.precision import Precision
 from neuropbr.training.profiling import BatchProfiler
+from neuropbr.training.progress import RunProgress
 from neuropbr.training.tracking import NullTracker, Tracker
 from neuropbr.training.validation import validate
 from neuropbr.training.visualize import write_validation_images
@@ -216,6 +217,15 @@ class Trainer:
             )
         if self.dist.is_main:
             log.info(datamodule.describe_workers(self.val_loader.num_workers if self.val_loader else 0))
+        self.progress = RunProgress(
+            batches_per_epoch=self.batches_per_epoch,
+            max_epochs=settings.max_epochs,
+            max_steps=settings.max_steps,
+            accumulate=settings.accumulate_grad_batches,
+            val_every=settings.val_every_n_epochs,
+            validates=self.val_loader is not None,
+            world_size=self.dist.world_size,
+        )
         # What a constant predictor learns from the training set: validation scores it beside the model.
         self.baseline = BaselineMaps.from_maps(datamodule.training_maps()) if has_val else None
         if self.baseline is not None:
@@ -469,6 +479,8 @@ class Trainer:
         window: dict[str, list[Tensor]] = defaultdict(list)
         epoch_sums: dict[str, list[Tensor]] = defaultdict(list)
         window_samples, window_start = 0, time.perf_counter()
+        losses: dict[str, str] = {}  # the last logged window's, shown until the next
+        self.progress.start_epoch()
         for batch in bar:
             if self._budget_spent():  # e.g. resumed from a checkpoint written at max_steps
                 break
@@ -486,6 +498,10 @@ class Trainer:
             if self.profiler is not None:
                 self.profiler.step()
             window_samples += batch["views"].shape[0]
+            self.progress.batch_done(batch["views"].shape[0])
+            if not bar.disable:  # drawn at tqdm's next refresh, not forced every batch
+                postfix = self.progress.postfix(epoch, self.batch_in_epoch, self.step + int(last))
+                bar.set_postfix({**losses, **postfix}, refresh=False)
             for key, value in logs.items():
                 window[key].append(value)
                 if key in ("g_loss", "d_loss"):
@@ -496,9 +512,9 @@ class Trainer:
             self._count_scheduler_step()
             if self.step % self.s.log_every_n_steps == 0:
                 values = self._log_window(window, window_samples, time.perf_counter() - window_start)
-                bar.set_postfix(
-                    G_loss=f"{values['train/g_loss']:.4f}", D_loss=f"{values.get('train/d_loss', 0.0):.4f}"
-                )
+                losses = {"G_loss": f"{values['train/g_loss']:.4f}"}
+                if "train/d_loss" in values:
+                    losses["D_loss"] = f"{values['train/d_loss']:.4f}"
                 window, window_samples, window_start = defaultdict(list), 0, time.perf_counter()
             if self._should_stop():
                 break
@@ -529,9 +545,18 @@ class Trainer:
         """Validation metrics (``val/loss`` and the metrics module's keys, prefixed ``val/``)."""
         assert self.val_loader is not None, "no validation set (data.val_ratio=0)"
         model = self.ema.module if self.ema is not None else self.generator
+        started = time.perf_counter()
+        bar = tqdm(
+            self.val_loader,
+            total=len(self.val_loader),
+            desc=f"Validation {epoch + 1}",
+            leave=False,  # the epoch's bar and the validation line in the log stay
+            disable=not (self.s.progress_bar and self.dist.is_main),
+            dynamic_ncols=True,
+        )
         result = validate(
             model,
-            self.val_loader,
+            bar,
             self.loss,
             self.precision,
             self.device,
@@ -539,6 +564,8 @@ class Trainer:
             dist_info=self.dist,
             baseline=self.baseline,
         )
+        bar.close()
+        self.progress.validation_done(time.perf_counter() - started)
         metrics = {f"val/{k}": v for k, v in result.metrics.items()}
         self.tracker.log_metrics(metrics, step=self.step)  # a NullTracker off rank 0
         if log_images and result.shown:

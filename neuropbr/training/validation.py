@@ -3,13 +3,13 @@ numbers a run logs and the numbers its checkpoint is later scored with are compu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from neuropbr.metrics import BaselineMaps, MetricAccumulator
 from neuropbr.training.distributed import DistInfo
@@ -32,7 +32,7 @@ class ValidationResult:
 @torch.no_grad()
 def validate(
     generator: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[dict[str, Any]],
     loss: nn.Module | None,
     precision: Any,
     device: torch.device,
@@ -47,7 +47,7 @@ def validate(
 
     Args:
         generator: views (B, V, 3, H, W) -> maps.
-        loader: yields the data module's batches.
+        loader: yields the data module's batches (a DataLoader, or a progress bar around one).
         loss: a composite loss (evaluated in eval mode), or None to skip ``loss``.
         precision: a :class:`~neuropbr.training.precision.Precision`.
         device: where to run.
