@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -78,3 +79,17 @@ def test_every_option_is_still_typed_by_its_schema(compose_cfg: Callable[..., Di
         "paths": "PathsConfig",
     }
     assert {key: OmegaConf.get_type(OmegaConf.select(cfg, key)).__name__ for key in typed} == typed
+
+
+def test_every_console_script_is_a_documented_entry_point() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    import importlib
+
+    repo = CONF.parent
+    scripts = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["scripts"]
+    readme = (repo / "README.md").read_text()
+    assert set(scripts) == {"neuropbr-train", "neuropbr-infer", "neuropbr-evaluate", "neuropbr-export"}
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
+        assert f"| `{name}` | `python -m {module}` |" in readme, name
