@@ -208,7 +208,10 @@ class Trainer:
             if has_val
             else None
         )
-        if overfit or settings.limit_train_batches is not None or settings.limit_val_batches is not None:
+        limited = (
+            overfit or settings.limit_train_batches is not None or settings.limit_val_batches is not None
+        )
+        if limited and self.dist.is_main:
             log.info(
                 "debugging limits: %d training batch(es) per epoch%s, %s validation batch(es)",
                 self.batches_per_epoch,
@@ -341,6 +344,7 @@ class Trainer:
         views = batch["views"].to(self.device, non_blocking=True)  # (B, V, 3, H, W)
         target = {k: v.to(self.device, non_blocking=True) for k, v in batch["maps"].items()}
         logs: dict[str, Tensor] = {}
+        d_sum: Tensor | None = None  # the group's summed D loss, at its last batch
         discriminator = self.discriminator
         with self._no_sync(not last):
             with self.precision.autocast():
@@ -362,12 +366,9 @@ class Trainer:
                     self._backward(d_loss, self.d_scaler, group_size)
                     self._loss_sums.add("d", d_loss)
                     if last:
+                        d_sum = self._loss_sums.take("d")
                         finite &= self._step(
-                            self.d_optimizer,
-                            self.d_scaler,
-                            discriminator,
-                            self.s.d_grad_clip_norm,
-                            self._loss_sums.take("d"),
+                            self.d_optimizer, self.d_scaler, discriminator, self.s.d_grad_clip_norm, d_sum
                         )
                 logs["d_loss"] = d_loss.detach()
             # G step: D's weights need no gradient here; calling the plain module also keeps DDP's
@@ -400,8 +401,11 @@ class Trainer:
         elif self.ema is not None:
             self.ema.update(self.generator, self.step)
         samples, self._group_samples, self._accumulated = self._group_samples, [], 0
-        # The group's mean loss, so a non-finite batch anywhere in it shows in the message.
-        group_logs = logs if group_size == 1 else {**logs, "g_loss": g_sum / group_size}
+        group_logs = dict(logs)
+        if group_size > 1:  # the group's mean losses: a non-finite batch anywhere shows in the message
+            group_logs["g_loss"] = g_sum / group_size
+            if d_sum is not None:
+                group_logs["d_loss"] = d_sum / group_size
         self.nonfinite.record(
             finite, step=self.step + 1, epoch=self.epoch + 1, samples=samples or None, logs=group_logs
         )

@@ -178,3 +178,22 @@ def test_ddp_syncs_gradients_only_at_the_groups_last_batch(compose_cfg: Callable
     assert entered == [True, True]
     trainer.train_step(batch, gan_on=False, with_metrics=False, group_size=2, last=True)
     assert entered == [True, True]
+
+
+def test_a_non_finite_batch_skips_its_groups_step(
+    compose_cfg: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NaN in the group's first batch (the second is fine): no step, buffers as at the group's
+    start, one skipped step counted, and the message names the group's mean loss."""
+    cfg = compose_cfg(*SMOKE, "discriminator=none", "data.num_samples=8")
+    trainer = _trainer(cfg, 2)
+    batch = next(iter(trainer.train_loader))
+    poisoned = {**batch, "views": torch.full_like(batch["views"], float("nan"))}
+    weights = [t.detach().clone() for t in trainer.generator.state_dict().values()]
+    trainer.train_step(poisoned, gan_on=False, with_metrics=False, group_size=2, last=False)
+    with caplog.at_level("WARNING", logger="neuropbr.training.nonfinite"):
+        logs = trainer.train_step(batch, gan_on=False, with_metrics=False, group_size=2, last=True)
+    assert torch.isfinite(logs["g_loss"])  # the last batch itself was fine
+    assert all(torch.equal(a, b) for a, b in zip(weights, trainer.generator.state_dict().values()))
+    assert trainer.nonfinite.skipped == 1 and "g_loss" in caplog.text
+    assert all(p.grad is None for p in trainer.generator.parameters())
