@@ -757,7 +757,8 @@ class InferConfig:
     #: Run on overlapping tiles at the photos' own scale instead of resizing them to the
     #: training resolution (for photos much larger than it).
     tiled: bool = False
-    #: Tile side in input pixels (null: the training resolution ``data.resolution``).
+    #: Tile side in input pixels (null: chosen from the model, ``inference.auto_tile_size``: the
+    #: training resolution for ViT fusion, else as large as the memory budget allows).
     tile_size: int | None = None
     #: Share of a tile that overlaps its neighbour, in [0, 0.9].
     tile_overlap: float = 0.25

@@ -9,10 +9,11 @@ training views are):
 
 - :func:`predict_resized`: the views are resized to the training resolution (square), the
   model runs once, and the maps are resized to the requested size.
-- :func:`predict_tiled`: the views are cut into overlapping tiles of the training resolution at
-  their own scale; each tile is predicted, and the tiles are blended with a raised-cosine window
-  (zero weight at a tile's edge, where zero padding makes predictions least reliable), normalised
-  by the summed weights. Blended normals are renormalised.
+- :func:`predict_tiled`: the views are cut into overlapping tiles at their own scale (the tile
+  size chosen from the model and the memory it may use, :func:`auto_tile_size`); each tile is
+  predicted, and the tiles are blended with a raised-cosine window (zero weight at a tile's edge,
+  where zero padding makes predictions least reliable), normalised by the summed weights.
+  Blended normals are renormalised.
 
 Resized normals are renormalised too (:func:`~neuropbr.utils.tensors.unit_vectors`), and the
 other maps stay in [0, 1] (bilinear resampling never overshoots).
@@ -31,7 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
+from tqdm import tqdm
 
 from neuropbr.build import UnregisteredTargetError, build_generator, check_registered_targets
 from neuropbr.data.index import METADATA_FILE, read_metadata
@@ -45,6 +47,7 @@ from neuropbr.data.io import (
     to_chw,
 )
 from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.models.fusion.vit import ViTFusion
 from neuropbr.models.generator import PBRGenerator
 from neuropbr.training.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from neuropbr.utils.tensors import unit_vectors
@@ -53,6 +56,13 @@ log = logging.getLogger(__name__)
 
 #: Config groups the generator is rebuilt from; a checkpoint's stored config must have them.
 _MODEL_GROUPS = ("encoder", "fusion", "decoder", "data")
+#: Automatic tile size (:func:`auto_tile_size`): memory the tiles of one forward pass may take,
+#: by device type (CUDA: this share of the free memory), and the largest tile.
+TILE_MEMORY_BUDGET_CPU = 2 * 2**30
+TILE_MEMORY_SHARE_CUDA = 0.5
+MAX_AUTO_TILE = 2048
+#: More tiles than this get a warning (a photo far larger than the model's tiles).
+MANY_TILES = 1000
 #: Names of the written map files (``<name>.png``) and of the preview.
 MAP_FILES: tuple[str, ...] = tuple(f"{name}.png" for name in PBR_MAPS)
 PREVIEW_FILE = "preview.png"
@@ -466,30 +476,42 @@ def tile_starts(length: int, tile: int, overlap: float, align: int = 1) -> list[
     return starts
 
 
-def blend_window(tile: int, device: torch.device | str | None = None) -> Tensor:
-    """Raised-cosine (Hann) weights of a ``tile x tile`` tile: (tile, tile).
+def blend_window(tile: int, device: torch.device | str | None = None, width: int | None = None) -> Tensor:
+    """Raised-cosine (Hann) weights of a ``tile x tile`` (or ``tile x width``) tile: (tile, width).
 
-    ``sin^2(pi (i + 0.5) / tile)`` per axis: near 0 at the tile's edges, 1 in its centre, positive
-    everywhere (so a pixel only one tile covers keeps that tile's value after normalisation). At
-    50% overlap neighbouring windows sum to exactly 1.
+    ``sin^2(pi (i + 0.5) / n)`` per axis of length n: near 0 at the tile's edges, 1 in its centre,
+    positive everywhere (so a pixel only one tile covers keeps that tile's value after
+    normalisation). At 50% overlap neighbouring windows sum to exactly 1.
     """
-    ramp = torch.sin(math.pi * (torch.arange(tile, device=device, dtype=torch.float32) + 0.5) / tile) ** 2
-    return ramp[:, None] * ramp[None, :]
+
+    def ramp(length: int) -> Tensor:
+        steps = torch.arange(length, device=device, dtype=torch.float32) + 0.5
+        return torch.sin(math.pi * steps / length) ** 2
+
+    return ramp(tile)[:, None] * ramp(width or tile)[None, :]
 
 
 @torch.inference_mode()
 def tiled_forward(
-    model: LoadedGenerator, views: Tensor, tile: int, overlap: float, batch_size: int = 4
+    model: LoadedGenerator,
+    views: Tensor,
+    tile: int,
+    overlap: float,
+    batch_size: int = 4,
+    progress: bool | None = None,
 ) -> dict[str, Tensor]:
     """Run the generator on overlapping tiles of the views at their own scale and blend them.
 
     Args:
         model: the loaded generator.
-        views: (V, 3, H, W) in [0, 1]; sides smaller than ``tile`` are padded (edge replicated)
-            and the padding is cropped from the result.
+        views: (V, 3, H, W) in [0, 1]. Along a side shorter than ``tile`` the tiles are as long as
+            the side, rounded up to a multiple of ``model.size_multiple`` (the few pixels added
+            are edge replicated and cropped from the result), so views that fit in one tile run
+            as one forward pass of their own size.
         tile: tile side in input pixels, a multiple of ``model.size_multiple``.
         overlap: share of a tile overlapping its neighbour, in [0, 0.9].
         batch_size: tiles per forward pass.
+        progress: a tqdm bar over the tiles on stderr (None: only when stderr is a terminal).
 
     Returns:
         ``{name: (C, H * sr, W * sr)}`` on the CPU, normals renormalised after blending.
@@ -497,43 +519,178 @@ def tiled_forward(
     Raises:
         ValueError: a tile size or overlap the model cannot use.
     """
-    if tile < model.size_multiple or tile % model.size_multiple:
+    multiple = model.size_multiple
+    if tile < multiple or tile % multiple:
         raise ValueError(
-            f"tile_size={tile}: expected a positive multiple of {model.size_multiple} "
-            "(the encoder's bottleneck reduction)"
+            f"tile_size={tile}: expected a positive multiple of {multiple} (the encoder's bottleneck reduction)"
         )
     if not 0.0 <= overlap <= 0.9:
         raise ValueError(f"tile_overlap={overlap}: expected a value in [0, 0.9]")
     if batch_size < 1:
         raise ValueError(f"tile_batch_size={batch_size}: expected >= 1")
     height, width = views.shape[-2:]
-    pad_h, pad_w = max(tile - height, 0), max(tile - width, 0)
+    tile_h = min(tile, math.ceil(height / multiple) * multiple)
+    tile_w = min(tile, math.ceil(width / multiple) * multiple)
+    pad_h, pad_w = max(tile_h - height, 0), max(tile_w - width, 0)
     if pad_h or pad_w:
-        log.warning("tiled: views of %dx%d are smaller than a %d px tile; padded", width, height, tile)
+        log.info(
+            "tiled: views of %dx%d padded by %d x %d px to a multiple of %d",
+            width,
+            height,
+            pad_w,
+            pad_h,
+            multiple,
+        )
         views = F.pad(views, (0, pad_w, 0, pad_h), mode="replicate")  # (V, 3, H', W')
     padded_h, padded_w = views.shape[-2:]
     sr = model.sr_scale
-    ys = tile_starts(padded_h, tile, overlap, model.size_multiple)
-    xs = tile_starts(padded_w, tile, overlap, model.size_multiple)
+    ys = tile_starts(padded_h, tile_h, overlap, multiple)
+    xs = tile_starts(padded_w, tile_w, overlap, multiple)
     origins = [(y, x) for y in ys for x in xs]
-    window = blend_window(tile * sr)  # (T*sr, T*sr)
+    log.info(
+        "tiled: %d tile(s) (%d x %d) of %dx%d px, overlap %.2f, over %dx%d views",
+        len(origins),
+        len(ys),
+        len(xs),
+        tile_w,
+        tile_h,
+        overlap,
+        width,
+        height,
+    )
+    if len(origins) > MANY_TILES:
+        log.warning(
+            "tiled: %d tiles of %d px will take a while (the progress bar shows it on a terminal); tiled=false "
+            "runs the model once on the views resized to its training resolution",
+            len(origins),
+            tile,
+        )
+    window = blend_window(tile_h * sr, width=tile_w * sr)  # (T_h*sr, T_w*sr)
     sums: dict[str, Tensor] = {}
     total = torch.zeros(padded_h * sr, padded_w * sr)
+    bar = tqdm(
+        total=len(origins), desc="tiles", unit="tile", disable=None if progress is None else not progress
+    )
     for first in range(0, len(origins), batch_size):
         chunk = origins[first : first + batch_size]
-        batch = torch.stack([views[..., y : y + tile, x : x + tile] for y, x in chunk])  # (n, V, 3, T, T)
-        maps = model.generator(batch.to(model.device))  # {name: (n, C, T*sr, T*sr)}
+        batch = torch.stack(
+            [views[..., y : y + tile_h, x : x + tile_w] for y, x in chunk]
+        )  # (n, V, 3, T_h, T_w)
+        maps = model.generator(batch.to(model.device))  # {name: (n, C, T_h*sr, T_w*sr)}
         for name, value in maps.items():
             value = value.float().cpu()
             acc = sums.setdefault(name, torch.zeros(value.shape[1], padded_h * sr, padded_w * sr))
             for i, (y, x) in enumerate(chunk):
-                rows, cols = slice(y * sr, (y + tile) * sr), slice(x * sr, (x + tile) * sr)
+                rows, cols = slice(y * sr, (y + tile_h) * sr), slice(x * sr, (x + tile_w) * sr)
                 acc[:, rows, cols] += value[i] * window
         for y, x in chunk:
-            total[y * sr : (y + tile) * sr, x * sr : (x + tile) * sr] += window
+            total[y * sr : (y + tile_h) * sr, x * sr : (x + tile_w) * sr] += window
+        bar.update(len(chunk))
+    bar.close()
     out = {name: (acc / total)[:, : height * sr, : width * sr] for name, acc in sums.items()}
     out["normal"] = unit_vectors(out["normal"], dim=0)
     return out
+
+
+def global_context(generator: nn.Module) -> str | None:
+    """Why ``generator`` cannot take tiles larger than its training resolution, or None.
+
+    A fully convolutional generator (U-Net encoder and heads, mean/max fusion) computes each
+    output pixel from a fixed neighbourhood, so a larger tile only moves the padded border
+    further away. The ViT fusion attends over every bottleneck token of the tile and numbers
+    them from the tile's corner: a larger tile gives it more tokens to attend over and positions
+    it never saw in training.
+    """
+    fusion = getattr(generator, "fusion", None)
+    if isinstance(fusion, ViTFusion):
+        return (
+            "fusion=vit attends over the whole tile and numbers its tokens from the tile's corner, so a "
+            "larger tile gives it contexts and token positions it never saw in training"
+        )
+    return None
+
+
+def _tensors(value: Any) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+@torch.inference_mode()
+def activation_bytes_per_pixel(model: LoadedGenerator) -> float:
+    """Bytes of activations per input pixel of one tile: the outputs of every layer of a probe
+    forward (a tile of 4 x ``size_multiple``), summed as if none were freed.
+
+    An upper bound (inference frees most of them as it goes): measured on CPU, the peak RSS
+    increase of a forward is about half of it.
+    """
+    side = 4 * model.size_multiple
+    storages: dict[int, int] = {}
+    kept: list[Tensor] = []  # alive until the end, so no freed address is reused and missed
+
+    def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        for tensor in _tensors(output):  # in-place layers return their input: count it once
+            storages[tensor.data_ptr()] = tensor.untyped_storage().nbytes()
+            kept.append(tensor)
+
+    leaves = [m for m in model.generator.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    try:
+        model.generator(torch.rand(1, model.num_views, 3, side, side, device=model.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(storages.values()) / (side * side)
+
+
+def tile_memory_budget(device: torch.device) -> int:
+    """Bytes the tiles of one forward pass may take: :data:`TILE_MEMORY_BUDGET_CPU` on CPU, a
+    share (:data:`TILE_MEMORY_SHARE_CUDA`) of the free memory on CUDA."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * TILE_MEMORY_SHARE_CUDA)
+    return TILE_MEMORY_BUDGET_CPU
+
+
+def auto_tile_size(model: LoadedGenerator, height: int, width: int, batch_size: int = 4) -> tuple[int, str]:
+    """The tile side ``tile_size=null`` uses for views of ``height`` x ``width``, and why.
+
+    The rule:
+
+    - a generator with a global component (:func:`global_context`, the ViT fusion) gets its
+      training resolution ``data.resolution``;
+    - a fully convolutional one gets the largest multiple of ``model.size_multiple`` for which
+      ``batch_size`` tiles fit :func:`tile_memory_budget` at :func:`activation_bytes_per_pixel`
+      (2 GiB on CPU: 472 px for the CPU recipe's U-Net, 688 px for the tiny one, at
+      ``tile_batch_size=4``), at most :data:`MAX_AUTO_TILE` and at most the longer side of the
+      views (rounded up: one tile when they fit in it), and never below the training
+      resolution. A large tile keeps the border that zero padding reaches (the receptive
+      field) a small part of each tile and the tile count low; the overlap stays
+      ``tile_overlap`` of the tile.
+
+    Returns:
+        ``(tile side, a sentence saying why)``.
+    """
+    multiple, trained = model.size_multiple, model.resolution
+    reason = global_context(model.generator)
+    if reason is not None:
+        return trained, f"the training resolution: {reason}"
+    per_pixel = activation_bytes_per_pixel(model)
+    budget = tile_memory_budget(model.device)
+    fits = int(math.sqrt(budget / (batch_size * per_pixel))) // multiple * multiple
+    longest = math.ceil(max(height, width) / multiple) * multiple
+    cap = min(MAX_AUTO_TILE // multiple * multiple, longest)
+    tile = max(trained, min(fits, cap))
+    why = (
+        f"fully convolutional; {batch_size} tiles of {fits} px fit {budget / 2**30:.1f} GiB at "
+        f"{per_pixel:.0f} B/px; at most {cap} px (the views' longer side, or {MAX_AUTO_TILE}), at least "
+        f"the training resolution {trained} px"
+    )
+    return tile, why
 
 
 def predict_tiled(
@@ -543,6 +700,7 @@ def predict_tiled(
     tile: int | None = None,
     overlap: float = 0.25,
     batch_size: int = 4,
+    progress: bool | None = None,
 ) -> dict[str, Tensor]:
     """Predict one sample with :func:`tiled_forward` and resize the maps to ``size``.
 
@@ -550,15 +708,19 @@ def predict_tiled(
         model: the loaded generator.
         views: (V, 3, H, W) in [0, 1].
         size: (H_out, W_out) of the maps (default: (H, W)).
-        tile: tile side in input pixels (default: the training resolution).
+        tile: tile side in input pixels (None: :func:`auto_tile_size`).
         overlap: share of a tile overlapping its neighbour.
         batch_size: tiles per forward pass.
+        progress: a bar over the tiles on stderr (None: only when stderr is a terminal).
 
     Returns:
         ``{name: (C, H_out, W_out)}`` on the CPU.
     """
     height, width = views.shape[-2:]
-    native = tiled_forward(model, views, tile or model.resolution, overlap, batch_size)
+    if tile is None:
+        tile, why = auto_tile_size(model, height, width, batch_size)
+        log.info("tile_size=null: %d px tiles (%s)", tile, why)
+    native = tiled_forward(model, views, tile, overlap, batch_size, progress)
     maps = resize_maps({k: v[None] for k, v in native.items()}, size or (height, width))
     return {name: value[0] for name, value in maps.items()}
 

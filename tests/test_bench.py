@@ -149,3 +149,19 @@ def test_tiny_suite_runs_and_writes_valid_json_and_table(
     for heading in ("## Training", "## Before/after: tiny", "## Data loading", "samples/s", "peak RSS GiB"):
         assert heading in table
     assert "smoke/32/gan_off/b" in table
+
+
+def test_tiling_benchmark_prints_time_and_memory_per_megapixel(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m neuropbr.benchmarks.tiling`` at a tiny size: each row measured in a worker
+    process, automatic and training-resolution tiles (no timing asserted)."""
+    from neuropbr.benchmarks.tiling import main
+
+    main(["--cases", "tiny_conv", "--sides", "256", "--threads", "1", "--training-tiles"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny_conv")]
+    assert [row.split("|")[4].strip() for row in rows] == ["256", "64"]  # one tile, then 64 px tiles
+    assert [row.split("|")[5].strip() for row in rows] == ["1", str(len(range(0, 256 - 64 + 1, 48)) ** 2)]
+    for row in rows:
+        seconds, per_mp, mib, mib_per_mp = (float(cell) for cell in row.split("|")[6:10])
+        _positive_finite(seconds, row)
+        _positive_finite(per_mp, row)
+        assert mib >= 0 and mib_per_mp >= 0, row

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import struct
 import subprocess
@@ -30,16 +31,21 @@ from neuropbr.build import build_generator
 from neuropbr.config import config_dir, register_configs
 from neuropbr.infer import infer
 from neuropbr.inference import (
+    MAX_AUTO_TILE,
     LoadedGenerator,
     SampleViews,
+    activation_bytes_per_pixel,
+    auto_tile_size,
     blend_window,
     load_generator,
     output_folders,
     predict_resized,
+    predict_tiled,
     read_views,
     render_preview,
     seam_ratio,
     tile_borders,
+    tile_memory_budget,
     tile_starts,
     tiled_forward,
     unsquash_normals,
@@ -427,7 +433,7 @@ def test_super_resolving_decoder_maps_come_out_at_the_requested_size(tmp_path: P
     sr = load_generator(path)
     views = read_views(_write_views(tmp_path / "views", 80, 48), 3)
     assert predict_resized(sr, views)["albedo"].shape == (3, 48, 80)  # the views' size by default
-    native = tiled_forward(sr, views, tile=64, overlap=0.25)  # (48 -> 64 padded) x 80: 1 x 2 tiles
+    native = tiled_forward(sr, views, tile=64, overlap=0.25)  # 48 x 80: 1 x 2 tiles of 48 x 64
     assert native["normal"].shape == (3, 96, 160)
     torch.testing.assert_close(native["normal"].norm(dim=0), torch.ones(96, 160), atol=1e-5, rtol=0)
 
@@ -551,6 +557,59 @@ def test_tiles_cover_the_image_on_the_pooling_grid() -> None:
     # Raised-cosine windows at 50% overlap sum to 1: blending alone changes nothing.
     ramp = window.diagonal().sqrt()  # the 1D window (the 2D one is its outer product)
     torch.testing.assert_close(ramp[32:] + ramp[:32], torch.ones(32), atol=1e-6, rtol=0)
+
+
+def test_automatic_tiles_of_a_convolutional_model_are_large_and_few(conv_model: LoadedGenerator) -> None:
+    """A 3000 x 3000 photo: tiles of the training resolution (64 px) would be thousands; the
+    automatic size is far larger, within the memory budget, and a few dozen tiles cover it."""
+    multiple = conv_model.size_multiple
+    tile, why = auto_tile_size(conv_model, 3000, 3000, batch_size=4)
+    assert tile > conv_model.resolution and tile % multiple == 0 and 512 <= tile <= MAX_AUTO_TILE, why
+    assert 4 * activation_bytes_per_pixel(conv_model) * tile**2 <= tile_memory_budget(conv_model.device)
+    assert len(tile_starts(3000, tile, 0.25, multiple)) ** 2 <= 49
+    assert len(tile_starts(3000, conv_model.resolution, 0.25, multiple)) ** 2 > 3000
+    # A photo that fits in one tile is not tiled at all.
+    assert auto_tile_size(conv_model, 200, 256)[0] == 256
+
+
+def test_vit_fusion_tiles_at_its_training_resolution() -> None:
+    """Its attention spans the tile, its positions count from the tile's corner: larger tiles
+    would show it what it never saw in training."""
+    cfg = _compose_train("data.resolution=32")  # the smoke model: ViT fusion
+    vit = LoadedGenerator(build_generator(cfg).eval(), cfg, Path("vit.pth"), "generator", 0, 0, None)
+    tile, why = auto_tile_size(vit, 3000, 3000)
+    assert tile == 32 and "fusion=vit" in why
+
+
+@pytest.mark.parametrize(("height", "width"), [(256, 256), (200, 256)])
+def test_views_that_fit_one_tile_predict_as_the_untiled_model_with_a_progress_bar(
+    conv_model: LoadedGenerator,
+    height: int,
+    width: int,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    views = _smooth_views(height, width)
+    with torch.no_grad():
+        whole = {k: v[0] for k, v in conv_model.generator(views[None]).items()}
+    with caplog.at_level(logging.INFO, logger="neuropbr.inference"):
+        tiled = predict_tiled(conv_model, views, progress=True)
+    for name in PBR_MAPS:
+        torch.testing.assert_close(tiled[name], whole[name], atol=1e-5, rtol=0)
+    assert f"tile_size=null: {max(height, width)} px tiles (fully convolutional" in caplog.text
+    assert f"tiled: 1 tile(s) (1 x 1) of {width}x{height} px" in caplog.text
+    err = capsys.readouterr().err
+    assert "tiles: 100%" in err and "1/1" in err
+    predict_tiled(conv_model, views)  # progress=None: no bar when stderr is not a terminal
+    assert "tiles:" not in capsys.readouterr().err
+
+
+def test_many_tiles_show_their_progress(
+    conv_model: LoadedGenerator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    predict_tiled(conv_model, _smooth_views(128, 192), tile=64, overlap=0.5, progress=True)
+    err = capsys.readouterr().err
+    assert "tiles: 100%" in err and "15/15" in err  # 3 x 5 tiles of 64 px at 50 % overlap
 
 
 def test_unsquashing_restores_the_slopes_of_a_non_square_photo() -> None:

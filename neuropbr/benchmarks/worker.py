@@ -1,6 +1,7 @@
 """One measured configuration, in its own process: ``python -m neuropbr.benchmarks.worker JOB RESULT``.
 
-``JOB`` is a JSON file written by ``neuropbr.bench`` (``{"kind": "train" | "loading", ...}``);
+``JOB`` is a JSON file written by ``neuropbr.bench`` or ``neuropbr.benchmarks.tiling``
+(``{"kind": "train" | "loading" | "probe" | "tiling", ...}``);
 the measurements go to the JSON file ``RESULT``. A fresh process per configuration means its
 peak memory (RSS on CPU, ``max_memory_allocated`` on CUDA) is its own.
 
@@ -261,7 +262,68 @@ def run_environment_probe(job: dict[str, Any]) -> dict[str, Any]:
     return {"matmul_tflops": matmul_tflops(device, dtype), "matmul_dtype": str(dtype).removeprefix("torch.")}
 
 
-_KINDS = {"train": run_train, "loading": run_loading, "probe": run_environment_probe}
+def run_tiling(job: dict[str, Any]) -> dict[str, Any]:
+    """Time and measure ``predict_tiled`` on one square photo with an untrained generator.
+
+    Args:
+        job: ``{"overrides": [...], "side": photo side in px, "tile_size": None (automatic) or
+            "training" (the training resolution), "tile_batch_size"}``.
+
+    Returns:
+        The tile size and why, the tile count, seconds, megapixels and the peak memory it added
+        (RSS high-water mark on CPU, ``max_memory_allocated`` on CUDA).
+    """
+    from neuropbr.build import build_generator
+    from neuropbr.inference import LoadedGenerator, auto_tile_size, predict_tiled, tile_starts
+
+    with tempfile.TemporaryDirectory(prefix="neuropbr-bench-") as tmp:
+        cfg = compose_training_config(job["overrides"], tmp)
+    if "pretrained" in cfg.encoder:
+        cfg.encoder.pretrained = False  # timing needs no trained weights (and no download)
+    device = resolve_device(choice(cfg.trainer.device))
+    generator = build_generator(cfg).to(device).eval().requires_grad_(False)
+    model = LoadedGenerator(generator, cfg, Path("untrained"), "generator", 0, 0, None)
+    side, batch = int(job["side"]), int(job["tile_batch_size"])
+    views = torch.rand(model.num_views, 3, side, side, generator=torch.Generator().manual_seed(0))
+    tile, why = auto_tile_size(model, side, side, batch)
+    if job.get("tile_size") == "training":
+        tile, why = model.resolution, "the training resolution (the former default)"
+    count = len(tile_starts(side, tile, 0.25, model.size_multiple)) ** 2
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    before = peak_memory_bytes(device) if device.type == "cuda" else _current_rss_bytes()
+    synchronize(device)
+    start = time.perf_counter()
+    predict_tiled(model, views, tile=tile, overlap=0.25, batch_size=batch, progress=False)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "side": side,
+        "megapixels": side * side / 1e6,
+        "training_resolution": model.resolution,
+        "tile_size": tile,
+        "auto": job.get("tile_size") is None,
+        "why": why,
+        "tiles": count,
+        "tile_batch_size": batch,
+        "seconds": seconds,
+        "added_peak_bytes": max(0, peak_memory_bytes(device) - before),
+        "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "rss",
+    }
+
+
+def _current_rss_bytes() -> int:
+    """Resident set size now (the baseline the high-water mark is compared with)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024  # kB
+    return peak_memory_bytes(torch.device("cpu"))
+
+
+_KINDS = {"train": run_train, "loading": run_loading, "probe": run_environment_probe, "tiling": run_tiling}
 
 
 def main(argv: list[str] | None = None) -> None:
