@@ -1,7 +1,8 @@
 """``python -m neuropbr.train [overrides]``: compose, build, fit, return the objective.
 
-The composition root (STYLE R4): every component is built from its config group here (through
-``neuropbr.build``), with the dimensions it depends on passed in at build time. Returns
+The composition root: it composes the config, has :mod:`neuropbr.build` turn it into objects
+(every component from its config group, with the dimensions it depends on passed in at build
+time), fits, and returns the objective. Returns
 ``optimized_metric`` (best value over the run) to a Hydra sweeper and fails loudly when it is
 missing or not finite.
 """
@@ -13,23 +14,20 @@ import math
 import socket
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss, instantiate
+from neuropbr.build import build_datamodule, build_early_stopping, build_tracker, build_trainer
 from neuropbr.config import config_dir, register_configs
 from neuropbr.config_checks import check_train_config
 from neuropbr.metrics import VALIDATION_KEYS
-from neuropbr.training.checkpoint import Checkpointer, find_resume_checkpoint, load_checkpoint
-from neuropbr.training.distributed import DistInfo, cleanup, init_distributed
-from neuropbr.training.early_stopping import EarlyStopping, ValidationHooks
-from neuropbr.training.early_stopping import check_settings as check_early_stopping
+from neuropbr.training.checkpoint import find_resume_checkpoint, load_checkpoint
+from neuropbr.training.distributed import cleanup, init_distributed
+from neuropbr.training.early_stopping import ValidationHooks
 from neuropbr.training.multirun import parent_run_id, sweep_command_line
-from neuropbr.training.precision import resolve_device, resolve_precision
-from neuropbr.training.profiling import BatchProfiler
+from neuropbr.training.precision import resolve_device
 from neuropbr.training.profiling import check_settings as check_profiler
 from neuropbr.training.run_metadata import (
     child_run_name,
@@ -40,9 +38,8 @@ from neuropbr.training.run_metadata import (
     swept_values,
     user_tags,
 )
-from neuropbr.training.tracking import NullTracker
 from neuropbr.training.tracking_server import check_tracking_server
-from neuropbr.training.trainer import LoopSettings, Trainer
+from neuropbr.training.trainer import Trainer
 from neuropbr.utils.choices import choice
 from neuropbr.utils.config_tree import config_tree
 from neuropbr.utils.seeding import seed_everything
@@ -78,23 +75,6 @@ def check_config(cfg: DictConfig) -> None:
             cfg.trainer.gan_start_epoch,
             cfg.trainer.max_epochs,
         )
-
-
-def _optimizer(
-    node: DictConfig, params: Any, lr: float, device: torch.device, fused: bool | None
-) -> torch.optim.Optimizer:
-    factory = instantiate(node)  # a partial of a torch.optim class (STYLE R4)
-    kwargs: dict[str, Any] = {"lr": lr}
-    if getattr(factory.func, "__name__", "") in ("Adam", "AdamW", "SGD"):
-        if fused is not False:
-            # One fused kernel over all tensors: on a 2-core CPU AdamW's step drops ~10x vs the
-            # per-tensor loop (PERFORMANCE.md: 0.53 s -> 0.09 s of a 3.96 s step).
-            kwargs["fused"] = True
-        else:
-            # The plain per-tensor loop (torch would pick foreach on CUDA): what the original
-            # stack ran, for like-for-like benchmarks.
-            kwargs["foreach"] = False
-    return factory(params, **kwargs)
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
@@ -144,84 +124,6 @@ def run_name(cfg: DictConfig) -> str:
     return default_run_name(str(cfg.task_name), choices, cfg.encoder)
 
 
-def build_trainer(
-    cfg: DictConfig, datamodule: Any, device: torch.device, dist_info: DistInfo, tracker: Any
-) -> Trainer:
-    """Networks, loss, optimizers, schedules and the :class:`Trainer` of ``cfg``.
-
-    Shared by :func:`train` and ``neuropbr.bench``, so benchmarks time the very loop users train.
-
-    Args:
-        cfg: the composed training config.
-        datamodule: a set-up data module (``build_datamodule(cfg)`` then ``setup()``).
-        device: where to train.
-        dist_info: DDP rank information (``init_distributed``).
-        tracker: metrics sink (``NullTracker()`` for none).
-
-    Returns:
-        A trainer ready for ``fit()`` or ``train_step()``.
-    """
-    generator, discriminator, loss = build_generator(cfg), build_discriminator(cfg), build_loss(cfg)
-    g_opt = _optimizer(
-        cfg.optimizer.generator, generator.parameters(), cfg.optimizer.g_lr, device, cfg.optimizer.fused
-    )
-    d_opt = (
-        _optimizer(
-            cfg.optimizer.discriminator,
-            discriminator.parameters(),
-            cfg.optimizer.d_lr,
-            device,
-            cfg.optimizer.fused,
-        )
-        if discriminator
-        else None
-    )
-    mode = choice(cfg.optimized_metric_mode)
-    sched = instantiate(cfg.scheduler)
-    g_sched = sched(g_opt, max_epochs=cfg.trainer.max_epochs, mode=mode)
-    d_sched = sched(d_opt, max_epochs=cfg.trainer.max_epochs, mode=mode) if d_opt else None
-    loop_keys = LoopSettings.__dataclass_fields__
-    return Trainer(
-        generator,
-        discriminator,
-        loss,
-        g_opt,
-        d_opt,
-        g_sched,
-        d_sched,
-        datamodule,
-        device=device,
-        precision=resolve_precision(choice(cfg.trainer.precision), device),
-        settings=LoopSettings(**{k: v for k, v in cfg.trainer.items() if k in loop_keys}),
-        checkpointer=Checkpointer(
-            cfg.paths.checkpoint_dir,
-            cfg.trainer.save_every_n_epochs,
-            cfg.trainer.save_best_only,
-            dist_info.is_main,
-        ),
-        tracker=tracker,
-        optimized_metric=cfg.optimized_metric,
-        metric_mode=mode,
-        ema_decay=cfg.trainer.ema_decay,
-        compile=cfg.trainer.compile,
-        channels_last=cfg.trainer.channels_last,
-        dist_info=dist_info,
-        config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
-        image_dir=Path(cfg.paths.output_dir) / "images",
-        on_validation=_validation_hooks(cfg),
-        profiler=build_profiler(cfg, device) if dist_info.is_main else None,
-    )
-
-
-def build_profiler(cfg: DictConfig, device: torch.device) -> BatchProfiler | None:
-    """``trainer.profiler`` of ``cfg`` writing to ``<run dir>/profiler/`` (None while not enabled)."""
-    node = cfg.trainer.profiler
-    if not node.enabled:
-        return None
-    settings = {k: v for k, v in node.items() if k != "enabled"}
-    return BatchProfiler(Path(cfg.paths.output_dir) / "profiler", device=device, **settings)
-
-
 def train(cfg: DictConfig) -> float:
     """Build everything from ``cfg`` and train; returns the best ``optimized_metric``.
 
@@ -244,7 +146,7 @@ def train(cfg: DictConfig) -> float:
             f"this sweep trial has no validation set (data.val_ratio={cfg.data.val_ratio}), so no "
             f"optimized_metric={cfg.optimized_metric!r} to report: raise data.val_ratio or add materials"
         )
-    tracker = instantiate(cfg.tracking) if dist_info.is_main else NullTracker()
+    tracker = build_tracker(cfg, dist_info)
     trainer = build_trainer(cfg, datamodule, device, dist_info, tracker)
     # Sweep trials only ever resume their own run directory.
     adoptable = None if cfg.sweep.trial_number is not None else trainer.config
@@ -388,38 +290,6 @@ def _objective(cfg: DictConfig, best: float | None, last: dict[str, float]) -> f
         raise FloatingPointError(f"optimized_metric={cfg.optimized_metric!r} is {value}: training diverged")
     log.info("%s = %.6f", cfg.optimized_metric, value)
     return float(value)
-
-
-def _validation_hooks(cfg: DictConfig) -> ValidationHooks | None:
-    """What runs after each validation: the Optuna pruning handle, early stopping (None: neither)."""
-    hooks = ValidationHooks(pruning=_pruning_hook(cfg), early_stopping=build_early_stopping(cfg))
-    return hooks if hooks else None
-
-
-def build_early_stopping(cfg: DictConfig) -> EarlyStopping | None:
-    """``trainer.early_stopping`` of ``cfg`` (None while its metric is null; bad values fail anyway)."""
-    node = cfg.trainer.early_stopping
-    check_early_stopping(node.patience, choice(node.mode), node.min_delta)
-    if node.metric is None:
-        return None
-    return EarlyStopping(
-        node.metric,
-        node.patience,
-        choice(node.mode),
-        node.min_delta,
-        valid_metrics=[f"val/{key}" for key in VALIDATION_KEYS],
-    )
-
-
-def _pruning_hook(cfg: DictConfig) -> Any:
-    """The Optuna pruning handle when this job is a trial of our sweeper (cfg.sweep is set)."""
-    if cfg.sweep.trial_number is None:
-        return None
-    from neuropbr.training.pruning import OptunaPruningHook
-
-    return OptunaPruningHook(
-        cfg.sweep.storage, cfg.sweep.study_name, cfg.sweep.trial_number, cfg.optimized_metric
-    )
 
 
 def _raise_pruned(cfg: DictConfig, metrics: dict[str, float]) -> NoReturn:

@@ -273,11 +273,11 @@ def test_optimizer_fused_by_default_and_plain_loop_when_fused_is_false(
 ) -> None:
     """``optimizer.fused=false`` is the per-tensor loop of the original stack (benchmarks'
     like-for-like), not torch's default, which is foreach on CUDA."""
-    from neuropbr.train import _optimizer
+    from neuropbr.build import build_optimizer
 
     cfg = compose_cfg("experiment=smoke", "tracking=none")
     params = [torch.nn.Parameter(torch.zeros(3))]
-    optimizer = _optimizer(cfg.optimizer.generator, params, 1e-3, torch.device("cpu"), fused)
+    optimizer = build_optimizer(cfg.optimizer.generator, params, 1e-3, torch.device("cpu"), fused)
     assert {key: optimizer.defaults[key] for key in expected} == expected
 
 

@@ -109,10 +109,10 @@ def test_errors_name_the_key(tmp_path: Path) -> None:
         OptunaPruningHook(storage, "s", trial.number, "val/loss")
 
 
-def test_train_builds_the_hook_only_for_sweep_trials(tiny_cfg, tmp_path: Path) -> None:
-    from neuropbr.train import _pruning_hook
+def test_the_builder_makes_the_hook_only_for_sweep_trials(tiny_cfg, tmp_path: Path) -> None:
+    from neuropbr.build import build_pruning_hook
 
-    assert _pruning_hook(tiny_cfg) is None
+    assert build_pruning_hook(tiny_cfg) is None
     storage, study = _study(tmp_path)
     trial = _running_trial(study)
     with open_dict(tiny_cfg):
@@ -121,5 +121,5 @@ def test_train_builds_the_hook_only_for_sweep_trials(tiny_cfg, tmp_path: Path) -
             "s",
             trial.number,
         )
-    hook = _pruning_hook(tiny_cfg)
+    hook = build_pruning_hook(tiny_cfg)
     assert isinstance(hook, OptunaPruningHook) and hook.metric == tiny_cfg.optimized_metric
