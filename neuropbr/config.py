@@ -175,6 +175,23 @@ class DataConfig:
 
 
 @dataclass
+class LightSetupsConfig:
+    """``data.light_setups``: weights of the lighting setups a synthetic view draws from; e.g.
+    one lamp per view, from a random side: ``flash=0 sun=0 multi=0 area=0``."""
+
+    #: A phone flash beside the lens (lights the sample almost along the view).
+    flash: float = 0.3
+    #: One lamp, near or far, from any side (raking light down to about 20 degrees).
+    point: float = 0.25
+    #: The sun (20-75 degrees high) and the sky; with an HDR map, the map itself.
+    sun: float = 0.2
+    #: Two or three lamps of different colours.
+    multi: float = 0.15
+    #: A softbox or window (four points over a rectangle).
+    area: float = 0.1
+
+
+@dataclass
 class SyntheticDataConfig(DataConfig):
     """Procedural materials rendered on the fly (nothing written to disk)."""
 
@@ -192,6 +209,8 @@ class SyntheticDataConfig(DataConfig):
     #: ``[low, high]``: the materials' mean normal tilt in degrees, drawn log-uniformly (null: the
     #: generator's default, 1-28; plastic and terrazzo keep their smooth 0.3-6).
     relief_tilt_deg: list[float] | None = None
+    #: How often each lighting setup lights a view (weights, not all 0).
+    light_setups: LightSetupsConfig = field(default_factory=LightSetupsConfig)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from neuropbr.data.datamodule import PBRDataModule, SampleKey, unpack_key
 from neuropbr.data.split import split_samples
 from neuropbr.render.materials import check_relief_range
-from neuropbr.render.scene import CAMERAS, VARIANTS, SyntheticGenerator
+from neuropbr.render.scene import CAMERAS, VARIANTS, SyntheticGenerator, check_light_setups
 from neuropbr.utils.seeding import derive_seed
 from neuropbr.utils.system import available_cores
 
@@ -244,6 +244,7 @@ class SyntheticDataModule(PBRDataModule):
         split: str = "material",
         val_families: Sequence[str] | None = None,
         relief_tilt_deg: Sequence[float] | None = None,
+        light_setups: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(
             resolution=resolution,
@@ -273,6 +274,7 @@ class SyntheticDataModule(PBRDataModule):
         if artifact_strength < 0:
             raise ValueError(f"data.artifact_strength={artifact_strength}: expected >= 0")
         check_relief_range(relief_tilt_deg, "data.relief_tilt_deg")
+        check_light_setups(light_setups, "data.light_setups")
         if not 0.0 <= val_ratio < 1.0:
             raise ValueError(f"data.val_ratio={val_ratio}: expected a value in [0, 1)")
         num_materials = -(-num_samples // samples_per_material)
@@ -300,6 +302,7 @@ class SyntheticDataModule(PBRDataModule):
             seed=seed,
             samples_per_material=samples_per_material,
             relief_tilt_deg=relief_tilt_deg,
+            light_setups=light_setups,
         )
 
     def training_maps(self, max_samples: int = 64) -> list[dict[str, Tensor]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -135,15 +135,37 @@ def _draw_sky(rng: random.Random, sun: list[float] | None, irradiance: float) ->
     }
 
 
+#: How often each lighting setup lights a view (``sun`` is the environment map's own key light
+#: when one is given): what phone captures meet, from a flash beside the lens to a softbox.
+LIGHT_SETUPS: dict[str, float] = {"flash": 0.3, "point": 0.25, "sun": 0.2, "multi": 0.15, "area": 0.1}
+
+
+def check_light_setups(weights: Mapping[str, float] | None, key: str) -> None:
+    """``weights`` must be None or non-negative weights of :data:`LIGHT_SETUPS` names, not all 0."""
+    if weights is None:
+        return
+    unknown = sorted(set(weights) - set(LIGHT_SETUPS))
+    if unknown or any(not w >= 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+        raise ValueError(
+            f"{key}={dict(weights)}: expected weights >= 0 (not all 0) of {list(LIGHT_SETUPS)}"
+            + (f"; unknown: {unknown}" if unknown else "")
+        )
+
+
 def _draw_lights(
-    rng: random.Random, camera_spec: dict[str, Any], hdr: bool
+    rng: random.Random,
+    camera_spec: dict[str, Any],
+    hdr: bool,
+    setup_weights: Mapping[str, float] | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
     """One view's lighting: a key light (flash, point or sun) plus environment fill."""
     key = rng.uniform(0.55, 0.85) * math.pi  # irradiance of the key light at the centre
     fill = key * rng.uniform(0.15, 0.45)
-    third = "sun" if not hdr else "environment"
-    setups = ["flash", "point", third, "multi", "area"]
-    setup = rng.choices(setups, weights=[0.3, 0.25, 0.2, 0.15, 0.1])[0]
+    weights = {**{name: 0.0 for name in LIGHT_SETUPS}, **(setup_weights or LIGHT_SETUPS)}
+    setups = list(LIGHT_SETUPS)
+    setup = rng.choices(setups, weights=[weights[name] for name in setups])[0]
+    if setup == "sun" and hdr:
+        setup = "environment"
     lights: list[dict[str, Any]] = []
     if setup == "flash":  # a phone flash next to the lens
         eye = _camera_eye(camera_spec)
@@ -208,7 +230,13 @@ def _draw_artifacts(
 
 
 def draw_sample(
-    seed: int, *, num_views: int, camera: str = "aligned", artifact_strength: float = 1.0, hdr: bool = False
+    seed: int,
+    *,
+    num_views: int,
+    camera: str = "aligned",
+    artifact_strength: float = 1.0,
+    hdr: bool = False,
+    light_setups: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The random choices of one sample, as a JSON-serialisable dict.
 
@@ -230,7 +258,7 @@ def draw_sample(
     views = []
     for _ in range(num_views):
         camera_spec = _draw_camera(rng, camera)
-        setup, lights = _draw_lights(rng, camera_spec, hdr)
+        setup, lights = _draw_lights(rng, camera_spec, hdr, light_setups)
         screen: list[dict[str, Any]] = []
         if artifact_strength > 0:
             screen = _draw_artifacts(rng, _SCREEN, 0.35, artifact_strength)
@@ -377,6 +405,8 @@ class SyntheticGenerator:
         environment: optional (3, He, We) HDR map lighting the scenes (else procedural skies).
         relief_tilt_deg: ``(low, high)`` mean normal tilt of the materials' relief, degrees
             (default: :data:`~neuropbr.render.materials.RELIEF_TILT_DEG`).
+        light_setups: weights of the lighting setups a view draws from (default
+            :data:`LIGHT_SETUPS`; names left out get 0).
     """
 
     def __init__(
@@ -390,8 +420,10 @@ class SyntheticGenerator:
         samples_per_material: int = 1,
         environment: Tensor | None = None,
         relief_tilt_deg: Sequence[float] | None = None,
+        light_setups: Mapping[str, float] | None = None,
     ) -> None:
         check_relief_range(relief_tilt_deg, "relief_tilt_deg")
+        check_light_setups(light_setups, "light_setups")
         if camera not in CAMERAS:
             raise ValueError(f"camera={camera!r}; choose one of {list(CAMERAS)}")
         if samples_per_material < 1:
@@ -405,6 +437,7 @@ class SyntheticGenerator:
         self.seed = seed
         self.samples_per_material = samples_per_material
         self.environment = environment
+        self.light_setups = None if light_setups is None else {k: float(v) for k, v in light_setups.items()}
         self.relief_tilt_deg = (
             None if relief_tilt_deg is None else (float(relief_tilt_deg[0]), float(relief_tilt_deg[1]))
         )
@@ -432,6 +465,7 @@ class SyntheticGenerator:
             camera=self.camera,
             artifact_strength=self.artifact_strength,
             hdr=self.environment is not None,
+            light_setups=self.light_setups,
         )
 
     def render(

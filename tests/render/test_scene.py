@@ -93,3 +93,36 @@ def test_bad_settings_raise() -> None:
     spec = draw_sample(0, num_views=1, hdr=True)
     with pytest.raises(ValueError, match="no environment map was given"):
         render_sample(generator.material(0).maps, spec)
+
+
+def test_light_setup_weights_choose_what_lights_the_views() -> None:
+    """The default weights are the usual mix (the same specs as before the option existed);
+    ``{point: 1}`` lights every view by one lamp; a setup with weight 0 never appears."""
+    from neuropbr.render.scene import LIGHT_SETUPS
+
+    for seed in range(20):
+        assert draw_sample(seed, num_views=3) == draw_sample(seed, num_views=3, light_setups=LIGHT_SETUPS)
+    lamps = [
+        v["setup"] for s in range(20) for v in draw_sample(s, num_views=3, light_setups={"point": 1})["views"]
+    ]
+    assert set(lamps) == {"point"}
+    no_flash = {**LIGHT_SETUPS, "flash": 0.0}
+    setups = {
+        v["setup"] for s in range(40) for v in draw_sample(s, num_views=3, light_setups=no_flash)["views"]
+    }
+    assert "flash" not in setups and len(setups) == 4
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"point": -1.0}, "expected weights >= 0"),
+        ({"flash": 0.0}, "not all 0"),
+        ({"laser": 1.0}, "unknown: \\['laser'\\]"),
+    ],
+)
+def test_bad_light_setup_weights_name_the_key(weights: dict[str, float], message: str) -> None:
+    from neuropbr.data.synthetic import SyntheticDataModule
+
+    with pytest.raises(ValueError, match=rf"data.light_setups=.*{message}"):
+        SyntheticDataModule(resolution=32, num_samples=8, light_setups=weights)
