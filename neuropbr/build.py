@@ -25,7 +25,7 @@ from neuropbr.metrics import VALIDATION_KEYS
 from neuropbr.models.generator import PBRGenerator
 from neuropbr.training.checkpoint import Checkpointer
 from neuropbr.training.distributed import DistInfo
-from neuropbr.training.early_stopping import EarlyStopping, ValidationHooks
+from neuropbr.training.early_stopping import EarlyStopping, ValidationHook, ValidationHooks
 from neuropbr.training.early_stopping import check_settings as check_early_stopping
 from neuropbr.training.precision import resolve_precision
 from neuropbr.training.profiling import BatchProfiler
@@ -222,11 +222,11 @@ def build_early_stopping(cfg: DictConfig) -> EarlyStopping | None:
     )
 
 
-def build_pruning_hook(cfg: DictConfig) -> Any:
+def build_pruning_hook(cfg: DictConfig) -> ValidationHook | None:
     """The Optuna pruning callback when this job is a trial of our sweeper (cfg.sweep is set)."""
     if cfg.sweep.trial_number is None:
         return None
-    from neuropbr.training.pruning import OptunaPruningHook
+    from hydra_plugins.neuropbr_optuna.pruning import OptunaPruningHook  # optuna: imported for trials only
 
     return OptunaPruningHook(
         cfg.sweep.storage, cfg.sweep.study_name, cfg.sweep.trial_number, cfg.optimized_metric

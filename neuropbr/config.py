@@ -389,7 +389,7 @@ class PatchGANConfig:
 
 @dataclass
 class ModelSummaryConfig:
-    """``python -m neuropbr.models.summary``: the ``summary`` section of ``conf/summary.yaml``."""
+    """``python -m neuropbr.summary``: the ``summary`` section of ``conf/summary.yaml``."""
 
     #: Input resolutions to estimate FLOPs and activation memory at (null: ``data.resolution``).
     resolutions: list[int] | None = None

@@ -45,8 +45,8 @@ from neuropbr.build import build_datamodule, build_loss
 from neuropbr.config import DataConfig, config_dir, register_configs
 from neuropbr.data.sampling import EpochSampler
 from neuropbr.inference import LoadedGenerator, load_generator
+from neuropbr.maps import PBR_MAPS
 from neuropbr.metrics import METRIC_DEFINITIONS, BaselineMaps
-from neuropbr.models.contracts import PBR_MAPS
 from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.tracking import MlflowTracker, NullTracker, Tracker
 from neuropbr.training.validation import validate

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from neuropbr.config import config_dir, register_configs
 from neuropbr.inference import LoadedGenerator, load_generator
-from neuropbr.models.contracts import PBR_CHANNELS, PBR_MAPS
+from neuropbr.maps import PBR_CHANNELS, PBR_MAPS
 from neuropbr.models.generator import PBRGenerator
 from neuropbr.utils.choices import choice
 

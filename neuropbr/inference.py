@@ -46,7 +46,7 @@ from neuropbr.data.io import (
     save_image,
     to_chw,
 )
-from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.maps import PBR_MAPS
 from neuropbr.models.fusion.vit import ViTFusion
 from neuropbr.models.generator import PBRGenerator
 from neuropbr.training.checkpoint import CheckpointError, load_checkpoint, load_module_state

@@ -52,7 +52,7 @@ from torch import Tensor
 from neuropbr.losses.precision import autocast_off, upcast
 from neuropbr.losses.reconstruction import map_pair, map_to_unit_range
 from neuropbr.losses.rendering import RenderConfigs, render_maps
-from neuropbr.models.contracts import PBR_CHANNELS, PBR_MAPS, PBR_TOTAL_CHANNELS
+from neuropbr.maps import PBR_CHANNELS, PBR_MAPS, PBR_TOTAL_CHANNELS
 from neuropbr.render.color import linear_to_srgb, tonemap_reinhard
 
 #: Thresholds of the ``normal_within_*`` metrics, in degrees (as in surface-normal benchmarks).

@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from neuropbr.inference import LoadedGenerator, predict_resized
-from neuropbr.models.contracts import PBR_CHANNELS, PBR_MAPS
+from neuropbr.maps import PBR_CHANNELS, PBR_MAPS
 
 log = logging.getLogger(__name__)
 

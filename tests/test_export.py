@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 import neuropbr.export as export_module
 from neuropbr.export import ParityError, export_generator
 from neuropbr.inference import LoadedGenerator, load_generator
-from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.maps import PBR_MAPS
 from neuropbr.training.checkpoint import load_checkpoint
 
 #: The issue's bar: exported outputs match PyTorch within this (max abs diff, fp32).

@@ -50,7 +50,7 @@ from neuropbr.inference import (
     tiled_forward,
     unsquash_normals,
 )
-from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.maps import PBR_MAPS
 from neuropbr.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 MAP_FILES = [f"{name}.png" for name in PBR_MAPS]

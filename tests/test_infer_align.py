@@ -19,7 +19,7 @@ from PIL import Image
 from neuropbr.align import AlignmentError
 from neuropbr.data.io import read_image, save_image
 from neuropbr.infer import infer
-from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.maps import PBR_MAPS
 from neuropbr.render.capture import handheld_setups, render_captures
 from neuropbr.render.materials import generate_material
 

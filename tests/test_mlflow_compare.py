@@ -148,7 +148,7 @@ def test_every_run_logs_a_model_that_loads_and_predicts(compared_runs: ComparedR
     import torch
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    from neuropbr.models.contracts import PBR_CHANNELS, PBR_MAPS
+    from neuropbr.maps import PBR_CHANNELS, PBR_MAPS
 
     for run in [*compared_runs.runs, *compared_runs.children]:
         with _use_tracking_uri(compared_runs.uri):

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from neuropbr.models.contracts import PBR_CHANNELS, PBR_MAPS
+from neuropbr.maps import PBR_CHANNELS, PBR_MAPS
 
 V = 3
 

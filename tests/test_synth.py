@@ -95,7 +95,7 @@ def test_cli_output_is_byte_identical_for_any_worker_count(tmp_path: Path) -> No
 def test_check_cli_and_training_accept_the_output(tmp_path: Path) -> None:
     out = tmp_path / "synth"
     _run("neuropbr.synth", f"out={out}", "num_workers=2", "camera=perspective", *TINY, cwd=tmp_path)
-    _run("neuropbr.data.check", f"data.root={out}", "data.num_views=2", "data.renders=both", cwd=tmp_path)
+    _run("neuropbr.check", f"data.root={out}", "data.num_views=2", "data.renders=both", cwd=tmp_path)
     _run(
         "neuropbr.train", "data=folder", f"data.root={out}", "data.num_views=2", "data.resolution=32",
         "data.renders=dirty", "data.aligned=false", "data.val_ratio=0.34", "data.batch_size=2",

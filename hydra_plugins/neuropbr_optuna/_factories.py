@@ -18,7 +18,7 @@ import optuna
 from .config import PRUNERS, SAMPLERS
 
 DIRECTIONS = ("minimize", "maximize")
-#: Trial user attribute: the pruner spec the trial job rebuilds (``neuropbr.training.pruning``).
+#: Trial user attribute: the pruner spec the trial job rebuilds (``hydra_plugins.neuropbr_optuna.pruning``).
 PRUNER_ATTR = "neuropbr_pruner"
 
 

@@ -15,7 +15,7 @@ One worker (one ``python -m neuropbr.train -m hparams_search=...`` process) does
 Each trial job receives, besides the sampled params, ``sweep.storage``, ``sweep.study_name``,
 ``sweep.trial_number`` and ``sweep.mlflow_parent_run_id`` (when the job config has a ``sweep``
 node), through which it reports its validation metric for pruning
-(``neuropbr.training.pruning.OptunaPruningHook``) and nests its MLflow run.
+(the public :class:`hydra_plugins.neuropbr_optuna.pruning.OptunaPruningHook`) and nests its MLflow run.
 
 Return values: single-objective tasks return a float; with several directions the task must
 return a sequence of as many floats (in direction order). Anything else fails the trial.
@@ -43,8 +43,9 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from neuropbr.training.sweep_runs import SweepRuns, mlflow_target
+
 from ._factories import PRUNER_ATTR, build_pruner, build_sampler, directions, pruner_spec, sampler_spec
-from ._mlflow import SweepRuns, mlflow_target
 from ._rounds import Membership, SharedBudget
 from ._search_space import SearchSpace, format_value, parse_params
 from ._storage import StorageLock, TrialHeartbeat, absolute_storage_url, open_storage, redact

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from neuropbr.data.index import DatasetError, Problem, SampleEntry, describe_samples
 from neuropbr.data.io import ImageInfo, ImageReadError, decode_normal, encode_normal, load_maps, load_views
-from neuropbr.models.contracts import PBR_CHANNELS
+from neuropbr.maps import PBR_CHANNELS
 from neuropbr.utils.files import atomic_write, exclusive_lock
 
 log = logging.getLogger(__name__)

@@ -1,35 +1,20 @@
-"""``python -m neuropbr.data.check data.root=DIR``: validate a folder dataset and list every problem.
+"""The deep dataset check behind ``python -m neuropbr.check`` (:mod:`neuropbr.check`, the CLI).
 
 Decodes every image fully (unlike training start-up, which reads headers and checks file
 integrity without decoding), prints a report (sample counts per render folder, materials, views,
 resolutions, formats, every problem as ``sample | path | problem``) and exits 1 when any problem
-was found, 0 otherwise. Takes the ``data.*`` keys of ``data=folder``::
+was found, 0 otherwise.
 
-    python -m neuropbr.data.check data.root=/data/pbr data.num_views=3 data.renders=both
-
-``library=DIR`` checks a material library instead (:mod:`neuropbr.data.library`): the
-materials found, the file chosen for every map, every default and conversion, and every problem
-as ``material | path | problem``::
-
-    python -m neuropbr.data.check library=/data/ambientcg [layout=my_layout.yaml]
-
-Writes nothing (no outputs/ folder, no log file).
+``python -m neuropbr.data.check`` is kept as an alias of ``python -m neuropbr.check``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections import Counter
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
-from neuropbr.config import config_dir, register_configs
 from neuropbr.data.index import ScanResult, natural_key, scan_folder_dataset
-from neuropbr.utils.choices import choice
 
 log = logging.getLogger(__name__)
 
@@ -107,28 +92,7 @@ def format_report(scan: ScanResult, resolution: int | None = None) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="check")
-def main(cfg: DictConfig) -> None:
-    """Entry point: scan ``cfg.data.root`` deeply, print the report, exit 1 on any problem."""
-    if cfg.get("library"):
-        from neuropbr.data.library import format_library_report, scan_library
+if __name__ == "__main__":  # the command's former name: run the CLI, which lives above data/
+    import importlib
 
-        library = scan_library(os.path.expanduser(str(cfg.library)), layout=cfg.get("layout"), deep=True)
-        print(format_library_report(library))  # noqa: T201 - the report is the CLI's output
-        sys.exit(1 if library.problems else 0)
-    if OmegaConf.is_missing(cfg.data, "root"):
-        print(  # noqa: T201 - CLI usage text
-            "usage: python -m neuropbr.data.check data.root=DIR [data.num_views=3 data.renders=both]\n"
-            "       python -m neuropbr.data.check library=DIR [layout=layout.yaml]",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    data = cfg.data
-    scan = check_dataset(os.path.expanduser(str(data.root)), int(data.num_views), choice(data.renders))
-    print(format_report(scan, int(data.resolution)))  # noqa: T201 - the report is the CLI's output
-    sys.exit(1 if scan.problems else 0)
-
-
-if __name__ == "__main__":
-    register_configs()
-    main()
+    importlib.import_module("neuropbr.check").cli()

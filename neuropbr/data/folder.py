@@ -9,7 +9,7 @@ Start-up (:meth:`FolderDataModule.setup`) scans every file: header, size rules, 
 integrity read (PNG chunk CRCs up to IEND, JPEG end marker) that catches truncated and corrupted
 files without decoding them. With ``data.cache=true`` the cache build then decodes every image
 once, and files the cache already decoded at the same size and mtime skip the integrity read.
-``python -m neuropbr.data.check`` decodes everything. Problems are collected into one
+``python -m neuropbr.check`` decodes everything. Problems are collected into one
 :class:`~neuropbr.data.index.DatasetError` (``data.on_error=raise``) or logged and their samples
 skipped (``data.on_error=skip``).
 """
@@ -119,7 +119,7 @@ class FolderDataset(Dataset):
                 problem = f"{entry.id} | {err.path} | {err.reason} (found while loading"
                 if self.on_error != "skip":
                     raise DatasetError(
-                        f"{problem}; run `python -m neuropbr.data.check` to decode and list every "
+                        f"{problem}; run `python -m neuropbr.check` to decode and list every "
                         "bad file, or set data.on_error=skip)"
                     ) from err
                 self._failed[candidate % count] = True

@@ -6,7 +6,7 @@ Layout::
     root/input/render_metadata.json                      {"<sample>": "<material>", ...}
     root/output/<material>/{albedo,roughness,metallic,normal}.png
 
-Used by the folder dataset at start-up (``deep=False``) and by ``python -m neuropbr.data.check``
+Used by the folder dataset at start-up (``deep=False``) and by ``python -m neuropbr.check``
 (``deep=True``). Every problem is collected, never raised one at a time, so a user fixes a
 dataset in one pass. What is checked:
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neuropbr.data.io import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, find_image, inspect_image
-from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.maps import PBR_MAPS
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class DatasetError(ValueError):
         lines += [f"  {problem}" for problem in problems]
         lines.append(
             hint
-            or f"Run `python -m neuropbr.data.check data.root={root}` for a full report, or set "
+            or f"Run `python -m neuropbr.check data.root={root}` for a full report, or set "
             "data.on_error=skip to train on the samples without problems."
         )
         return cls("\n".join(lines), problems)

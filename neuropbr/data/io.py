@@ -28,7 +28,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from neuropbr.models.contracts import PBR_CHANNELS
+from neuropbr.maps import PBR_CHANNELS
 from neuropbr.utils.tensors import unit_vectors
 
 log = logging.getLogger(__name__)

@@ -140,7 +140,7 @@ class LibraryError(DatasetError):
     def from_problems(
         cls, root: str | Path, problems: Sequence[Problem], hint: str | None = None
     ) -> LibraryError:
-        hint = hint or f"Run `python -m neuropbr.data.check library={root}` for the full report."
+        hint = hint or f"Run `python -m neuropbr.check library={root}` for the full report."
         message = str(DatasetError.from_problems(root, problems, hint))
         header = f"material library {root}: {len(problems)} problem(s) (material | path | problem):"
         return cls("\n".join([header, *message.split("\n")[1:]]), problems)
@@ -587,7 +587,7 @@ def scan_library(
         layout: a mapping file; default ``root/layout.yaml`` when it exists, else file-name
             conventions.
         roughness_default: constant for a missing roughness map (default: the layout's, else 0.5).
-        deep: decode every file fully (``python -m neuropbr.data.check``) instead of reading
+        deep: decode every file fully (``python -m neuropbr.check``) instead of reading
             headers and checking integrity.
 
     Returns:
@@ -889,7 +889,7 @@ def _alpha_channel(path: Path) -> np.ndarray:
 
 
 def format_library_report(scan: LibraryScan, verbose: bool = True) -> str:
-    """The human-readable report of ``python -m neuropbr.data.check library=PATH``."""
+    """The human-readable report of ``python -m neuropbr.check library=PATH``."""
     families = scan.family_counts()
     sources = Counter(m.family_source for m in scan.materials)
     lines = [

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neuropbr.data.library import LibraryMaterial
-from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.maps import PBR_MAPS
 from neuropbr.render.camera import PerspectiveCamera
 from neuropbr.render.hdr import read_hdr
 from neuropbr.render.scene import CAMERAS, VARIANTS, build_camera, draw_sample, render_sample

@@ -20,7 +20,7 @@ from kornia.metrics import ssim as kornia_ssim
 from torch import Tensor, nn
 
 from neuropbr.losses.precision import autocast_off, upcast
-from neuropbr.models.contracts import PBR_CHANNELS, PBR_MAPS
+from neuropbr.maps import PBR_CHANNELS, PBR_MAPS
 
 
 def map_to_unit_range(name: str, x: Tensor) -> Tensor:

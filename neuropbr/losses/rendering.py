@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from neuropbr.losses.reconstruction import map_pair
-from neuropbr.models.contracts import PBR_MAPS
+from neuropbr.maps import PBR_MAPS
 from neuropbr.render.brdf import shade
 from neuropbr.render.geometry import directions_to, point_light, texel_positions
 

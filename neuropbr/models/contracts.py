@@ -1,4 +1,4 @@
-"""The written contracts between the generator's slots (DESIGN section 4, STYLE R5).
+"""The written contracts between the generator's slots (docs/architecture.md).
 
 Every encoder, fusion, decoder and discriminator option follows one of these protocols; the
 contract tests in ``tests/models/`` are written once against them.
@@ -12,12 +12,10 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
-#: The four maps every decoder predicts and every dataset serves, with their channel counts.
-#: albedo/roughness/metallic are in [0, 1]; normal holds unit vectors in [-1, 1].
-PBR_CHANNELS: dict[str, int] = {"albedo": 3, "roughness": 1, "metallic": 1, "normal": 3}
-PBR_MAPS: tuple[str, ...] = tuple(PBR_CHANNELS)
-#: Channels of the maps concatenated in PBR_MAPS order (the discriminator's input).
-PBR_TOTAL_CHANNELS: int = sum(PBR_CHANNELS.values())
+# The map names live in neuropbr.maps (the bottom layer); re-exported for the slots' users.
+from neuropbr.maps import PBR_CHANNELS, PBR_MAPS, PBR_TOTAL_CHANNELS
+
+__all__ = ["PBR_CHANNELS", "PBR_MAPS", "PBR_TOTAL_CHANNELS", "Decoder", "Discriminator", "Encoder", "Fusion"]
 
 
 @runtime_checkable

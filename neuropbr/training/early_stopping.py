@@ -14,6 +14,11 @@ from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
+#: What the loop calls after each validation (rank 0): ``(epoch, metrics) -> stop?``. The public
+#: interface between the trainer and whatever decides to stop it: early stopping here, the Optuna
+#: sweeper's pruning callback (``hydra_plugins.neuropbr_optuna.pruning``), built by ``neuropbr.build``.
+ValidationHook = Callable[[int, dict[str, float]], bool]
+
 
 def check_settings(patience: int, mode: str, min_delta: float) -> None:
     """The ``trainer.early_stopping`` keys that need no metric list (checked even when it is off)."""
@@ -90,7 +95,7 @@ class ValidationHooks:
     """Several ``(epoch, metrics) -> stop?`` hooks as one: every hook sees every validation, and
     :attr:`fired` names those that asked to stop."""
 
-    def __init__(self, **hooks: Callable[[int, dict[str, float]], bool] | None) -> None:
+    def __init__(self, **hooks: ValidationHook | None) -> None:
         self.hooks = {name: hook for name, hook in hooks.items() if hook is not None}
         self.fired: list[str] = []
 

@@ -33,7 +33,7 @@ class MlflowParentRun(Callback):
     """Hydra callback: one MLflow parent run per multirun (see the module docstring)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra_plugins.neuropbr_optuna._mlflow import SweepRuns, mlflow_target
+        from neuropbr.training.sweep_runs import SweepRuns, mlflow_target
 
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
         target = mlflow_target(config)

@@ -130,7 +130,7 @@ class NonFiniteGuard:
                 f"trainer.on_nonfinite=raise: the loss was not finite for {self.consecutive} consecutive "
                 f"step(s) (trainer.nonfinite_patience={self.patience}); last at {where}; non-finite "
                 f"terms: {terms or 'the gradient norm'}. Nothing was saved: {kept}. Check the data "
-                "(python -m neuropbr.data.check), lower optimizer.g_lr / optimizer.d_lr, or use "
+                "(python -m neuropbr.check), lower optimizer.g_lr / optimizer.d_lr, or use "
                 "trainer.precision=bf16|fp32; trainer.on_nonfinite=skip_step skips such steps instead"
             )
         log.warning(

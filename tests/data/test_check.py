@@ -1,4 +1,4 @@
-"""``python -m neuropbr.data.check``: report, exit code, and the same problems training refuses."""
+"""``python -m neuropbr.check``: report, exit code, and the same problems training refuses."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from neuropbr.data.index import DatasetError
 def _run_check(cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "neuropbr.data.check", *overrides],
+        [sys.executable, "-m", "neuropbr.check", *overrides],
         cwd=cwd, capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
 
@@ -90,3 +90,13 @@ def test_check_decodes_what_start_up_only_inspects(make_dataset: Callable[..., W
         bad,
     ) and "cannot decode pixels" in problem.problem
     assert "FAILED: 1 problem(s)" in format_report(scan)
+
+
+def test_former_command_name_still_runs_the_cli(tmp_path: Path) -> None:
+    """``python -m neuropbr.data.check`` is an alias of ``python -m neuropbr.check``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "neuropbr.data.check"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "usage: python -m neuropbr.check data.root=DIR" in result.stderr

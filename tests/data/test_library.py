@@ -205,7 +205,7 @@ def test_check_cli_lists_every_choice_and_problem(tmp_path: Path) -> None:
     write_ambientcg(tmp_path / "lib", 17, "Metal", "Metal001")
     save_image(tmp_path / "lib" / "loose" / "q_Roughness.png", material_maps(17)["roughness"])
     result = subprocess.run(
-        [sys.executable, "-m", "neuropbr.data.check", f"library={tmp_path / 'lib'}"],
+        [sys.executable, "-m", "neuropbr.check", f"library={tmp_path / 'lib'}"],
         cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr

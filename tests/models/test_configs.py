@@ -19,7 +19,7 @@ from neuropbr import config as schemas
 from neuropbr.build import build_discriminator, instantiate
 from neuropbr.config import register_configs
 from neuropbr.models.contracts import Decoder, Discriminator, Encoder, Fusion
-from neuropbr.models.summary import build_on_meta, count_params
+from neuropbr.summary import build_on_meta, count_params
 
 CONF = Path(schemas.config_dir())
 MODEL_GROUPS = ("encoder", "fusion", "decoder", "discriminator")

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from neuropbr.models.contracts import PBR_CHANNELS, Decoder
+from neuropbr.maps import PBR_CHANNELS
+from neuropbr.models.contracts import Decoder
 from neuropbr.models.decoders.unet_heads import PixelShuffleStep, UNetHeadsDecoder
 
 from .helpers import assert_every_param_has_grad, assert_same_grads, projection_loss

@@ -10,14 +10,14 @@ import torch
 from omegaconf import DictConfig
 
 from neuropbr.build import build_generator
-from neuropbr.models.contracts import PBR_CHANNELS
+from neuropbr.maps import PBR_CHANNELS
 from neuropbr.models.decoders.unet_heads import UNetHeadsDecoder
 from neuropbr.models.encoders.timm_encoder import TimmEncoder
 from neuropbr.models.encoders.unet import UNetEncoder
 from neuropbr.models.fusion.pooling import MaxFusion
 from neuropbr.models.fusion.vit import ViTFusion
 from neuropbr.models.generator import PBRGenerator, shading_ratio
-from neuropbr.models.summary import build_on_meta, count_params
+from neuropbr.summary import build_on_meta, count_params
 
 from .helpers import TINY_RESNET, assert_every_param_has_grad, assert_same_grads, projection_loss
 
@@ -158,7 +158,7 @@ def test_issue_command_models_run_at_64_px(compose_cfg: Callable[..., DictConfig
     """The models of ``data.resolution=64 encoder=resnet50 fusion=vit data.num_views=5
     discriminator=configurable discriminator.n_layers=5`` (the issue's train command)."""
     from neuropbr.build import build_discriminator
-    from neuropbr.models.contracts import PBR_MAPS
+    from neuropbr.maps import PBR_MAPS
 
     cfg = compose_cfg(
         "data.resolution=64",

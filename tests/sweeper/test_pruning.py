@@ -10,7 +10,7 @@ from omegaconf import open_dict
 
 from hydra_plugins.neuropbr_optuna._factories import PRUNER_ATTR
 from hydra_plugins.neuropbr_optuna._storage import open_storage
-from neuropbr.training.pruning import OptunaPruningHook
+from hydra_plugins.neuropbr_optuna.pruning import OptunaPruningHook
 
 from .conftest import sqlite_url
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from neuropbr.models.contracts import PBR_CHANNELS, PBR_MAPS
+from neuropbr.maps import PBR_CHANNELS, PBR_MAPS
 from neuropbr.training.visualize import _INFERNO, column_labels, write_validation_images
 
 TILE = 48

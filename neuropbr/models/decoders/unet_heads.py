@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from neuropbr.models.contracts import PBR_CHANNELS
+from neuropbr.maps import PBR_CHANNELS
 from neuropbr.models.layers import NORM_LAYERS, ConvNormAct, check_norm
 from neuropbr.utils.checks import check_shape
 from neuropbr.utils.tensors import unit_vectors

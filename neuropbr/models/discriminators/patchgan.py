@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from neuropbr.models.contracts import PBR_TOTAL_CHANNELS
+from neuropbr.maps import PBR_TOTAL_CHANNELS
 from neuropbr.utils.checks import check_shape
 
 log = logging.getLogger(__name__)

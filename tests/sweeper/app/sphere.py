@@ -30,7 +30,7 @@ def objective(cfg: DictConfig) -> Any:
     _wait_for_other_workers(cfg)
     hook = None
     if cfg.sweep.trial_number is not None:
-        from neuropbr.training.pruning import OptunaPruningHook
+        from hydra_plugins.neuropbr_optuna.pruning import OptunaPruningHook
 
         hook = OptunaPruningHook(
             cfg.sweep.storage, cfg.sweep.study_name, cfg.sweep.trial_number, cfg.optimized_metric

@@ -15,7 +15,7 @@ from torch import nn
 
 from neuropbr.build import build_discriminator, build_generator
 from neuropbr.models.fusion.vit import Attention
-from neuropbr.models.summary import count_params, estimate_cost, format_summary, main, summarize
+from neuropbr.summary import count_params, estimate_cost, format_summary, main, summarize
 
 
 def test_count_params() -> None:

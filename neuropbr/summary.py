@@ -1,4 +1,5 @@
-"""Parameter counts, forward FLOPs and activation-memory estimates of a model preset.
+"""``python -m neuropbr.summary``: parameter counts, forward FLOPs and activation-memory estimates
+of a model preset.
 
 Nothing is allocated: the networks are built on the ``meta`` device, FLOPs come from
 ``torch.utils.flop_counter.FlopCounterMode`` and activation memory is the size of the tensors
@@ -7,9 +8,9 @@ autograd saves for the backward pass (``torch.autograd.graph.saved_tensors_hooks
 
 Usage (any training override works, the config is ``conf/summary.yaml`` = ``train`` + ``summary``)::
 
-    python -m neuropbr.models.summary
-    python -m neuropbr.models.summary encoder=resnet101 fusion=vit data.resolution=1024
-    python -m neuropbr.models.summary experiment=quick_test summary.resolutions=[512,1024,2048]
+    python -m neuropbr.summary
+    python -m neuropbr.summary encoder=resnet101 fusion=vit data.resolution=1024
+    python -m neuropbr.summary experiment=quick_test summary.resolutions=[512,1024,2048]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from neuropbr.build import build_discriminator, build_generator
 from neuropbr.config import config_dir, register_configs
-from neuropbr.models.contracts import PBR_TOTAL_CHANNELS
+from neuropbr.maps import PBR_TOTAL_CHANNELS
 from neuropbr.models.generator import PBRGenerator
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point of ``python -m neuropbr.models.summary``."""
+    """Entry point of ``python -m neuropbr.summary``."""
     register_configs()
     _main()
 

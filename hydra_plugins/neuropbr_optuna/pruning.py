@@ -1,8 +1,13 @@
 """Optuna pruning from inside a training job: report each validation, stop a hopeless trial.
 
+The sweeper's public interface to the trainer. The training loop knows only a validation hook
+``(epoch, metrics) -> stop?`` (:data:`neuropbr.training.early_stopping.ValidationHook`);
+:func:`neuropbr.build.build_pruning_hook` builds this callback for a sweep trial and hands it to
+the trainer, so ``neuropbr.training`` never imports the sweeper.
+
 The Optuna sweeper (``hydra/sweeper=optuna``) runs each trial as a training job and tells it
 which trial it is through ``sweep.storage``, ``sweep.study_name`` and ``sweep.trial_number``.
-``train.py`` then passes an :class:`OptunaPruningHook` to the trainer as ``on_validation``; after
+``neuropbr.build`` then passes an :class:`OptunaPruningHook` to the trainer as ``on_validation``; after
 each validation the hook reports ``optimized_metric`` at step = epoch to the trial in the shared
 storage and asks the study's pruner whether to stop. ``train.py`` turns a stop into
 ``optuna.TrialPruned``, which the sweeper records as PRUNED.
@@ -18,6 +23,11 @@ import logging
 from collections.abc import Mapping
 
 import optuna
+
+# The sweeper's own storage helpers and pruner specs: the job opens the storage with the same
+# engine settings as the sweeper (SQLite busy timeout, pre-ping) and rebuilds the same pruner.
+from ._factories import PRUNER_ATTR, build_pruner
+from ._storage import open_storage, redact
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +47,6 @@ class OptunaPruningHook:
     """
 
     def __init__(self, storage: str, study_name: str, trial_number: int, metric: str) -> None:
-        # The sweeper's storage helpers: the same engine settings as the sweeper (SQLite
-        # busy timeout, pre-ping) and the same pruner specs.
-        from hydra_plugins.neuropbr_optuna._factories import PRUNER_ATTR, build_pruner
-        from hydra_plugins.neuropbr_optuna._storage import open_storage, redact
-
         self.metric = metric
         self.trial_number = trial_number
         rdb = open_storage(storage, existing=True)
