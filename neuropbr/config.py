@@ -1,12 +1,14 @@
-"""Config schemas: one dataclass per implementation, registered in Hydra's ConfigStore (STYLE R3).
+"""Config schemas: one dataclass per implementation, registered in Hydra's ConfigStore, so
+a misspelt or mistyped override fails at compose time naming the key.
 
 Every YAML option in ``conf/<group>/`` extends its schema (``_SCHEMAS``) through its defaults list,
 so a typo (``encoder.widht=3``) or a wrong type (``data.resolution=abc``) fails when the config is
 composed, naming the key. Choice fields are enums, so ``data.renders=dirt`` fails the same way.
-Range checks that need the final values live in the components' ``__init__`` (STYLE R8).
+Range checks that need the final values live in the components' ``__init__``.
 
 Fields named ``_target_`` point at the class or function ``train.py`` builds; arguments that
-depend on other components (channels, number of views) are passed at build time (STYLE R4).
+depend on other components (channels, number of views) are passed at build time by
+``neuropbr/build.py``, so no two keys must be kept equal by hand.
 """
 
 from __future__ import annotations

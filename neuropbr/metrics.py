@@ -1,7 +1,8 @@
 """Quality metrics of predicted PBR maps: pure, batched functions plus a validation accumulator.
 
-Conventions (DESIGN section 3): maps are ``{"albedo": (B, 3, H, W) in [0, 1], "roughness":
-(B, 1, H, W), "metallic": (B, 1, H, W), "normal": (B, 3, H, W) unit vectors in [-1, 1]}``.
+Conventions (docs/architecture.md, "What flows between the parts"): maps are
+``{"albedo": (B, 3, H, W) in [0, 1], "roughness": (B, 1, H, W), "metallic": (B, 1, H, W),
+"normal": (B, 3, H, W) unit vectors in [-1, 1]}``.
 Image metrics (PSNR, SSIM, MAE, RMSE) compare every map in [0, 1], normals encoded as
 ``(n + 1) / 2`` on both sides, with ``data_range = 1``. Angular metrics use the vectors.
 

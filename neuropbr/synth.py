@@ -1,4 +1,4 @@
-"""``python -m neuropbr.synth``: write a synthetic dataset in the folder layout (DESIGN section 3).
+"""``python -m neuropbr.synth``: write a synthetic dataset in the folder layout (docs/architecture.md).
 
 ::
 

@@ -1,4 +1,4 @@
-"""Shared fixtures (STYLE R16): device from the CLI, composed configs, seeds, offline hub."""
+"""Shared fixtures: device from the CLI, composed configs, seeds, offline hub."""
 
 from __future__ import annotations
 

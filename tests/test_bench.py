@@ -67,7 +67,7 @@ def test_quick_cpu_suite_reproduces_performance_md_settings() -> None:
 def test_full_and_cuda_suites() -> None:
     full = build_suite("full", "cpu", 4, ["train", "optimisations"], {})
     headline = next(c for c in full.train if c.name == "fast_iteration/256/gan_on/shipped")
-    # PERFORMANCE.md: steps 5-44 of 44, 3 runs per setting.
+    # As the original stack was timed (experiments/benchmarks/README.md): steps 5-44 of 44, 3 runs.
     timing = headline.timing
     assert (timing.warmup_steps, timing.windows * timing.window_steps, timing.repeats) == (4, 40, 3)
     assert max(c.resolution for c in full.train) == 512

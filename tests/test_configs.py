@@ -1,5 +1,5 @@
 """The whole conf/ tree: every option of every group composes, the non-model groups build, and
-bad overrides fail at compose time naming the key (STYLE R3, R18). Model groups are covered
+bad overrides fail at compose time naming the key. Model groups are covered
 in depth by tests/models/test_configs.py."""
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 ``root/input/{clean,dirty}/<sample>/{0..V-1}.png``, ``root/input/render_metadata.json``
 (``{"<sample>": "<material>"}``) and ``root/output/<material>/{albedo,roughness,metallic,
-normal}.png``; see :mod:`neuropbr.data.index` for what is validated and DESIGN section 3 for the
-value conventions.
+normal}.png``; see :mod:`neuropbr.data.index` for what is validated and docs/architecture.md
+("What flows between the parts") for the value conventions.
 
 Start-up (:meth:`FolderDataModule.setup`) scans every file: header, size rules, and an
 integrity read (PNG chunk CRCs up to IEND, JPEG end marker) that catches truncated and corrupted

@@ -1,4 +1,4 @@
-"""Scan and validate a dataset in the folder layout of DESIGN section 3 (pure functions).
+"""Scan and validate a dataset in the folder layout (pure functions).
 
 Layout::
 

@@ -1,4 +1,5 @@
-"""Image files <-> arrays, with the value conventions of DESIGN section 3.
+"""Image files <-> arrays, with the value conventions of
+docs/architecture.md, "What flows between the parts".
 
 - Views and albedo are sRGB-encoded in [0, 1]; roughness/metallic take the first channel of any
   mode; normals on disk are ``RGB = (n + 1) / 2`` in the OpenGL convention (+Y up) unless told
@@ -373,7 +374,7 @@ def load_views(paths: Sequence[str | Path], resolution: int) -> Tensor:
 def load_maps(
     paths: Mapping[str, str | Path], resolution: int, normal_convention: str = "opengl"
 ) -> dict[str, Tensor]:
-    """Decode the four PBR maps of a material with the conventions of DESIGN section 3.
+    """Decode the four PBR maps of a material with the conventions above.
 
     Args:
         paths: ``{"albedo", "roughness", "metallic", "normal"} -> file``.

@@ -1,6 +1,6 @@
 """``data=synthetic``: procedural materials rendered on the fly, nothing read from or written to disk.
 
-Sample ``i`` shows material ``i // samples_per_material`` (DESIGN section 3 naming:
+Sample ``i`` shows material ``i // samples_per_material`` (named as in docs/architecture.md:
 ``sample_0007``, ``material_0003``); its material, cameras, lights and artifacts depend only on
 ``(seed, i)`` (see :class:`~neuropbr.render.scene.SyntheticGenerator`), so ``python -m
 neuropbr.synth`` with the same seed, resolution, views and camera writes the same data to disk.

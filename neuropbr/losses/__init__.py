@@ -1,6 +1,7 @@
-"""Loss terms (each a function plus an ``nn.Module``, STYLE R7) and the composite loss.
+"""Loss terms and the composite loss. Each term is a function plus an ``nn.Module``: callable
+directly in tests, composed by name in the composite.
 
-The composite returns ``(total, {term: value})`` (DESIGN section 4); its builder
+The composite returns ``(total, {term: value})`` (the trainer logs each term); its builder
 :func:`~neuropbr.losses.composite.build_loss` is the ``_target_`` of ``conf/loss/*.yaml``.
 """
 

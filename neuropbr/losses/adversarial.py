@@ -52,7 +52,8 @@ def lsgan_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor
     return 0.5 * (upcast(real_logits) - 1.0).square().mean() + 0.5 * upcast(fake_logits).square().mean()
 
 
-#: ``gan_type`` -> (generator loss, discriminator loss) (STYLE R9).
+#: ``gan_type`` -> (generator loss, discriminator loss): the valid ``gan_type`` values and the error
+#: message come from this one dict.
 GAN_LOSSES: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]] = {
     "hinge": (hinge_generator_loss, hinge_discriminator_loss),
     "bce": (bce_generator_loss, bce_discriminator_loss),

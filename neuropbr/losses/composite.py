@@ -3,7 +3,7 @@
 ``total = sum(weights[term] * term(pred, target))`` over the terms whose weight is > 0; the GAN
 generator term joins when the caller passes discriminator logits. Terms with weight 0 are never
 built (perceptual off never loads VGG16) and never computed. Every weight is a config key,
-``loss.weights.<term>``, so a sweep can set ``loss.weights.ssim`` directly (STYLE R7).
+``loss.weights.<term>``, so a sweep can set ``loss.weights.ssim`` directly.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class CompositeLoss(nn.Module):
         """Total loss and named terms.
 
         Args:
-            pred: predicted maps (DESIGN section 3), each (B, C, H, W).
+            pred: predicted maps (neuropbr/maps.py), each (B, C, H, W).
             target: target maps of the same shapes.
             fake_logits: discriminator logits on ``pred`` (e.g. (B, 1, h, w)); the ``gan`` term is
                 computed only when given and its weight is > 0.

@@ -1,8 +1,9 @@
 """Reconstruction terms: per-map weighted L1, SSIM and normal angular consistency.
 
-Each term is a function plus an ``nn.Module`` (STYLE R7). The modules take the map dicts of
-DESIGN section 3 (``{"albedo": (B, 3, H, W) in [0, 1], "roughness": (B, 1, H, W), "metallic":
-(B, 1, H, W), "normal": (B, 3, H, W) unit vectors in [-1, 1]}``) for prediction and target alike.
+Each term is a function plus an ``nn.Module`` (callable directly in tests, composed by name).
+The modules take the map dicts of neuropbr/maps.py (``{"albedo": (B, 3, H, W) in [0, 1],
+"roughness": (B, 1, H, W), "metallic": (B, 1, H, W), "normal": (B, 3, H, W) unit vectors in
+[-1, 1]}``) for prediction and target alike.
 Wherever a normal map is compared as an image (L1, SSIM) both sides are encoded to [0, 1] by
 ``(n + 1) / 2`` first (:func:`map_to_unit_range`), so every map is compared in the same [0, 1]
 range and one per-map weight means the same thing for all four maps.
@@ -28,7 +29,7 @@ def map_to_unit_range(name: str, x: Tensor) -> Tensor:
 
     Args:
         name: one of :data:`~neuropbr.models.contracts.PBR_MAPS`.
-        x: (B, C, H, W) map in its DESIGN section 3 range.
+        x: (B, C, H, W) map in its range (neuropbr/maps.py).
 
     Returns:
         (B, C, H, W): ``(x + 1) / 2`` for ``"normal"`` (the on-disk encoding), ``x`` otherwise.

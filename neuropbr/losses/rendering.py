@@ -133,7 +133,7 @@ def render_maps(maps: Mapping[str, Tensor], configs: RenderConfigs) -> Tensor:
     """Linear radiance of the sample under each configuration.
 
     Args:
-        maps: the four maps, each (B, C, H, W) (DESIGN section 3 ranges).
+        maps: the four maps, each (B, C, H, W) (ranges of neuropbr/maps.py).
         configs: (K, B, ...) configurations.
 
     Returns:

@@ -1,4 +1,5 @@
-"""The multi-view PBR generator, composed from its three slots (STYLE R2)."""
+"""The multi-view PBR generator, composed from its three slots: encoder, fusion, decoder
+(protocols in ``neuropbr/models/contracts.py``), each chosen by its config group."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-#: Feature-map normalisations for the convolutional encoders and decoders (STYLE R9). Instance
+#: Feature-map normalisations for the convolutional encoders and decoders: the valid
+#: ``norm`` values and the error message come from this one dict. Instance
 #: norm is affine so that it carries parameters like batch norm does.
 NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
     "batch": nn.BatchNorm2d,

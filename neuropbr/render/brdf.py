@@ -12,10 +12,11 @@ is the usual ``1 - F0``). The common shortcut ``(1 - F(v.h))`` is reciprocal too
 light than it receives at oblique views (1.001 at 45 degrees, 1.2 at 75 degrees for a white
 dielectric in a white furnace); this form never does (``tests/render/test_brdf.py``).
 
-Conventions (DESIGN section 3): maps are ``(B, C, H, W)``; albedo is sRGB-encoded and is
-linearised here; roughness is perceptual; normals are unit vectors in the tangent space of a flat
-sample lying in the z = 0 plane, whose tangent frame is the world frame (T = +x to the right,
-B = +y up the image, N = +z towards the viewer), so tangent-space normals are world-space normals.
+Conventions (docs/architecture.md, "What flows between the parts"): maps are ``(B, C, H, W)``;
+albedo is sRGB-encoded and is linearised here; roughness is perceptual; normals are unit vectors
+in the tangent space of a flat sample lying in the z = 0 plane, whose tangent frame is the world
+frame (T = +x to the right, B = +y up the image, N = +z towards the viewer), so tangent-space
+normals are world-space normals.
 Shading runs in float32 for float16/bfloat16 inputs (with autocast off, see below) and in float64
 for float64 inputs (so ``torch.autograd.gradcheck`` works).
 

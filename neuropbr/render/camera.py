@@ -1,6 +1,6 @@
 """Cameras: which surface point, which map values and which view direction each pixel sees.
 
-Two kinds (DESIGN section 3, "Views"):
+Two kinds (docs/architecture.md, "What flows between the parts", "Views"):
 
 - :class:`AlignedCamera`: views rectified to texture space, pixel (i, j) sees texel (i, j). This is
   exactly what a pinhole camera whose image plane is parallel to the sample records (a plane

@@ -1,4 +1,7 @@
-"""Experiment tracking behind a small interface (STYLE R11): MLflow, TensorBoard, or nothing.
+"""Experiment tracking behind a small interface: MLflow (optionally with TensorBoard), or nothing.
+
+The loop calls only :class:`Tracker`'s methods, so it never imports MLflow and a run without
+tracking pays nothing for it.
 
 ``tracking=none`` builds :class:`NullTracker`, which logs nothing and imports nothing.
 :class:`MlflowTracker` talks to MLflow through an explicit ``MlflowClient`` (no global active-run

@@ -1,4 +1,5 @@
-"""Input checks that fail with the name, the expected and the actual shape (STYLE R8)."""
+"""Input checks that fail with the name, the expected and the actual shape, so the message says
+what to fix without a debugger."""
 
 from __future__ import annotations
 

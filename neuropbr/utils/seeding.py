@@ -1,4 +1,5 @@
-"""One seed drives everything random (DESIGN section 8: ``seed``)."""
+"""One seed drives everything random (the config's ``seed``): init, data order, augmentation,
+synthetic materials."""
 
 from __future__ import annotations
 

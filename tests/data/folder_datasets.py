@@ -61,7 +61,7 @@ def write_folder_dataset(
     roughness_16bit: bool = False,
     seed: int = 0,
 ) -> WrittenDataset:
-    """Write a dataset in the folder layout of DESIGN section 3.
+    """Write a dataset in the folder layout of docs/architecture.md.
 
     Args:
         root: dataset root (created).

@@ -1,4 +1,4 @@
-"""Image decoding conventions (DESIGN section 3) and the start-up integrity check."""
+"""Image decoding conventions (docs/architecture.md) and the start-up integrity check."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def random_maps(
     tilt: float = 0.5,
     generator: torch.Generator | None = None,
 ) -> Maps:
-    """Maps in the DESIGN section 3 ranges: values in [low, high], unit normals tilted by ~``tilt``."""
+    """Maps in the ranges of neuropbr/maps.py: values in [low, high], unit normals tilted by ~``tilt``."""
 
     def uniform(channels: int) -> Tensor:
         return low + (high - low) * torch.rand(batch, channels, size, size, generator=generator, dtype=dtype)

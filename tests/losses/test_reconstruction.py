@@ -1,4 +1,4 @@
-"""Per-map weighted L1, SSIM and normal angular terms (STYLE R15 kinds)."""
+"""Per-map weighted L1, SSIM and normal angular terms (reference values, invariants, gradients)."""
 
 from __future__ import annotations
 

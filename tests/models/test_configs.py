@@ -1,4 +1,4 @@
-"""Config and code agree (STYLE R18): every model preset composes and builds; schemas = signatures."""
+"""Config and code agree: every model preset composes and builds; schemas = signatures."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def test_every_experiment_builds_its_models(compose_cfg: Callable[..., DictConfi
 def test_tiny_presets_are_tiny(
     composed: dict[str, DictConfig], compose_cfg: Callable[..., DictConfig]
 ) -> None:
-    """Widths of 8-32 and one block per stage (STYLE R14)."""
+    """Widths of 8-32 and one block per stage, so the fast suite stays fast on CPU."""
     for encoder in ("tiny", "tiny_resnet"):
         built = build("encoder", composed[f"encoder={encoder}"])
         assert max(built.out_channels) <= 32 and count_params(built) < 50_000

@@ -137,8 +137,9 @@ def test_super_resolution_steps_match_the_factor() -> None:
 
 
 def test_original_sr_head_structure() -> None:
-    """The SR x2 head of PERFORMANCE.md: 3x3 64->64, 3x3 64->256, PixelShuffle 2, 3x3 64->32,
-    1x1 32->64, BN + ReLU between, no conv biases; 4 heads of 1x1 convs with bias."""
+    """The original stack's SR x2 head (experiments/benchmarks/README.md): 3x3 64->64,
+    3x3 64->256, PixelShuffle 2, 3x3 64->32, 1x1 32->64, BN + ReLU between, no conv biases;
+    4 heads of 1x1 convs with bias."""
     decoder = UNetHeadsDecoder(64, [64], [2], 4, channels=[64], sr_channels=64)
     convs = [m for m in decoder.sr.modules() if isinstance(m, nn.Conv2d)]
     has_bias = False

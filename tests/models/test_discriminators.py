@@ -62,7 +62,8 @@ def test_grad_flow(norm: str) -> None:
 
 
 def test_original_configurable_discriminator() -> None:
-    """n_layers=6, ndf=64 is PERFORMANCE.md's discriminator: 15,356,737 parameters, 2x2 logits at 256 px."""
+    """n_layers=6, ndf=64 is the original stack's discriminator (experiments/benchmarks/README.md):
+    15,356,737 parameters, 2x2 logits at 256 px."""
     with torch.device("meta"):
         disc = PatchGANDiscriminator(n_layers=6, ndf=64)
         logits = disc(torch.empty(1, 8, 256, 256))

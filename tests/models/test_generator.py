@@ -135,9 +135,9 @@ def test_tiny_config_builds_and_runs(tiny_cfg: DictConfig) -> None:
 
 
 def test_fast_iteration_reproduces_the_original_architecture(compose_cfg: Callable[..., DictConfig]) -> None:
-    """PERFORMANCE.md's generator has 129,203,848 parameters; ours differs only by the view
-    aggregation: an order-independent softmax pooling (score Linear(2048 -> 1, no bias)) +
-    Linear(2048 -> 2048) instead of Linear(3 * 2048 -> 2048); both end in LayerNorm(2048)."""
+    """The original stack's generator (experiments/benchmarks/README.md) has 129,203,848
+    parameters; ours differs only by the view aggregation: an order-independent softmax pooling
+    (score Linear(2048 -> 1, no bias)) + Linear(2048 -> 2048) instead of Linear(3 * 2048 -> 2048); both end in LayerNorm(2048)."""
     generator, discriminator = build_on_meta(compose_cfg("experiment=fast_iteration"))
     assert count_params(generator.encoder) == 11_176_512  # torchvision resnet18 without fc
     assert count_params(generator.fusion.proj) == 512 * 2048  # latent projection, no bias

@@ -17,7 +17,7 @@ from neuropbr.utils.tensors import unit_vectors
 _SR_SCALES = (1, 2, 4)
 
 
-#: Output activation of each map (DESIGN section 3: [0, 1] maps, unit normals).
+#: Output activation of each map ([0, 1] maps, unit normals: the ranges of neuropbr/maps.py).
 OUTPUT_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "albedo": torch.sigmoid,
     "roughness": torch.sigmoid,

@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 KERNEL_SIZE = 4
 MIN_LAYERS, MAX_LAYERS = 3, 7
 
-#: Normalisation after each inner conv (STYLE R9). ``spectral`` normalises the conv weights
-#: instead; instance norm is non-affine, as in pix2pix.
+#: Normalisation after each inner conv (one dict gives the valid values and the error message).
+#: ``spectral`` normalises the conv weights instead; instance norm is non-affine, as in pix2pix.
 _NORMS = {
     "batch": nn.BatchNorm2d,
     "instance": nn.InstanceNorm2d,
