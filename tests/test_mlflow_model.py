@@ -9,7 +9,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
+from ports import free_port
 
 from neuropbr.maps import PBR_CHANNELS, PBR_MAPS
 
@@ -192,12 +192,6 @@ def test_tracking_model_keys_are_checked(tmp_path: Path, caplog: pytest.LogCaptu
     assert tracker.log_checkpoints is True and "renamed tracking.log_checkpoints" in caplog.text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
@@ -211,7 +205,7 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_with_the_maps(logged: LoggedModel, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": logged.uri, "HF_HUB_OFFLINE": "1"}
     log_file = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ports import free_port
 
 from neuropbr.training.checkpoint import load_checkpoint
 
@@ -30,12 +30,6 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _train_cmd(run_dir: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "neuropbr.train", *SMOKE, f"hydra.run.dir={run_dir}", *overrides]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_cli_runs_from_any_working_directory(tmp_path: Path) -> None:
@@ -150,7 +144,7 @@ def test_torchrun_two_processes_train_identical_weights(tmp_path: Path, extra: l
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            f"--master_port={_free_port()}",
+            f"--master_port={free_port()}",
             str(script),
             *SMOKE,
             "trainer.distributed=true",

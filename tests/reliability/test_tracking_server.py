@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
+from ports import free_port
 
 from neuropbr.train import train
 from neuropbr.training.tracking import MlflowTracker
@@ -32,16 +32,10 @@ from .helpers import env, train_cmd, wait_for
 TINY = ("encoder=tiny", "fusion=tiny", "decoder=tiny", "discriminator=tiny")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_dead_server_fails_at_start_naming_the_uri(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     cfg = compose_cfg("data=folder", f"data.root={tmp_path / 'absent'}", *TINY, f"tracking.uri={uri}")
     with pytest.raises(TrackingServerUnavailable) as info:
         train(cfg)  # the data root does not exist either: the tracking check came first
@@ -51,7 +45,7 @@ def test_dead_server_fails_at_start_naming_the_uri(
 
 
 def test_dead_server_from_the_environment_is_named_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(TrackingServerUnavailable, match=r"^\$MLFLOW_TRACKING_URI=http://127\.0\.0\.1"):
         MlflowTracker()
@@ -113,7 +107,7 @@ def _logged_steps(base: str) -> bool:
 
 @pytest.mark.slow
 def test_server_going_away_mid_run_does_not_stop_training(tmp_path: Path) -> None:
-    store, port = tmp_path / "mlflow.db", _free_port()
+    store, port = tmp_path / "mlflow.db", free_port()
     base = f"http://127.0.0.1:{port}"
     run_dir = tmp_path / "run"
     log_file = run_dir / "train.log"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from .conftest import assert_lock_excludes_another_process, load_trials, start_app_worker, states, wait_all
 
@@ -31,12 +31,6 @@ def _pg_bin_dir() -> Path | None:
         if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
             return (directory / "initdb").resolve().parent  # /usr/local/bin links into the real bin dir
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +49,7 @@ def postgres_url() -> Iterator[str]:
     if os.geteuid() == 0:
         as_user = ["runuser", "-u", "postgres", "--"]  # the server refuses to run as root
     root = Path(tempfile.mkdtemp(prefix="neuropbr-pg-"))  # not under pytest's 0700 root-only tmp
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     if as_user:
         shutil.chown(root, user="postgres")
 

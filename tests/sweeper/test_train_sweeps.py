@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import optuna
 import pytest
+from ports import free_port
 
 from .conftest import load_trials, sqlite_url, states, worker_env
 
@@ -124,12 +124,6 @@ def test_mlflow_has_a_parent_run_per_sweep_with_a_child_per_trial(loss_weights_s
         assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _api(base: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{base}{path}", data=data, headers={"Content-Type": "application/json"})
@@ -138,7 +132,7 @@ def _api(base: str, path: str, body: dict[str, Any] | None = None) -> dict[str, 
 
 
 def test_mlflow_server_serves_the_sweep_over_its_rest_api(loss_weights_sweep: SweepRun) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
