@@ -48,6 +48,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy on the package."""
+    """mypy on the package and the Optuna sweeper plugin.
+
+    ``hydra_plugins`` is a namespace package (no ``__init__.py``, so Hydra's plugin scan finds it),
+    so the plugin is named as a package (``-p``); a path would map it to two module names.
+    """
     _install(session)
-    session.run("mypy", "neuropbr", env={"MYPYPATH": os.getcwd()})
+    session.run(
+        "mypy", "-p", "neuropbr", "-p", "hydra_plugins.neuropbr_optuna", env={"MYPYPATH": os.getcwd()}
+    )
