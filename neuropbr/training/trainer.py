@@ -1,4 +1,4 @@
-"""The training loop: one readable file, no callbacks (STYLE R10).
+"""The training loop: one readable file, no callbacks (the order of a step is read top to bottom).
 
 Per step: the generator forward runs once; the discriminator step (when the GAN is on) reuses
 its detached output, then the generator step backpropagates through the discriminator. AMP with
@@ -189,6 +189,8 @@ class Trainer:
         self.g_scheduler, self.d_scheduler = g_scheduler, d_scheduler
         self.g_scaler, self.d_scaler = precision.grad_scaler(), precision.grad_scaler()
         overfit = settings.overfit_batches or None
+        if hasattr(datamodule, "use_device"):  # data.num_workers=auto depends on the device
+            datamodule.use_device(device.type)
         # Overfitting pins epoch 0's order and augmentation seeds: the same batches every epoch.
         self.train_loader = limit_loader(
             datamodule.train_dataloader(self.dist.rank, self.dist.world_size),
@@ -454,13 +456,16 @@ class Trainer:
             self.tracker.log_metrics(values, step=self.step)
             # The same window in train.log: the losses (per-map terms and metrics stay in the tracker).
             losses = [k for k in keys if k in ("g_loss", "d_loss") or k.startswith("loss_")]
+            # Seconds per batch (loading included): with log_every_n_steps=1 a per-step timing log.
+            batches = len(window["g_loss"]) if "g_loss" in window else 1
             log.info(
-                "step %d (epoch %d): %s, g_lr %.3g, %.1f samples/s",
+                "step %d (epoch %d): %s, g_lr %.3g, %.1f samples/s, %.3f s/batch",
                 self.step,
                 self.epoch + 1,
                 ", ".join(f"{k} {values[f'train/{k}']:.4f}" for k in losses),
                 values["train/g_lr"],
                 values["train/samples_per_sec"],
+                seconds / max(batches, 1),
             )
         return values
 

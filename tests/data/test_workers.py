@@ -1,4 +1,4 @@
-"""Loader workers: ``data.num_workers=auto`` by the cores available; validation workers exist
+"""Loader workers: ``data.num_workers=auto`` by the device and the cores available; validation workers exist
 only while a validation runs; the trainer logs its choice."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
 from neuropbr.build import build_datamodule
-from neuropbr.data.datamodule import resolve_num_workers
+from neuropbr.data.datamodule import auto_workers, resolve_num_workers
 from neuropbr.data.synthetic import SyntheticDataModule
 from neuropbr.train import train
 from neuropbr.utils.system import available_cores, default_loader_workers
@@ -87,5 +87,31 @@ def test_training_logs_the_workers_it_chose(
     assert (
         f"loader workers: {workers} for training{' (kept across epochs)' if workers else ''}, "
         f"{min(workers, 1)} for validation (started at each validation) "
-        f"(data.num_workers=auto on {available_cores()} core(s))"
+        f"(data.num_workers=auto: {auto_workers(available_cores(), 'cpu')[1]})"
     ) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("cores", "device", "workers", "why"),
+    [
+        (2, "cpu", 0, "take cores from the training threads"),
+        (8, "cpu", 4, "one core stays with the training threads"),
+        (2, "cuda", 1, "the GPU waits for batches"),
+        (16, "cuda", 8, "at most 8"),
+    ],
+)
+def test_auto_depends_on_the_device(cores: int, device: str, workers: int, why: str) -> None:
+    count, reason = auto_workers(cores, device)
+    assert count == workers and why in reason and f"{cores} core(s)" in reason
+    assert resolve_num_workers("auto", cores=cores, device_type=device) == workers
+
+
+def test_the_trainer_resolves_auto_for_its_device() -> None:
+    module = _module(num_workers="auto")
+    module.use_device("cuda")
+    assert module.num_workers == auto_workers(available_cores(), "cuda")[0]
+    module.use_device("cpu")
+    assert module.num_workers == default_loader_workers(available_cores())
+    fixed = _module(num_workers=1)
+    fixed.use_device("cuda")
+    assert fixed.num_workers == 1  # an explicit count is kept

@@ -34,9 +34,10 @@ def test_ema_decay_range() -> None:
         ExponentialMovingAverage(nn.Linear(1, 1), 1.0)
 
 
-def test_precision_policy_on_cpu() -> None:
+def test_precision_policy_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu).dtype is None  # fp32: CPUs rarely have fast bf16
+    monkeypatch.setattr("neuropbr.training.precision.cpu_flags", lambda: frozenset())
+    assert resolve_precision("auto", cpu).dtype is None  # fp32 without native bf16
     bf16 = resolve_precision("bf16", cpu)
     assert bf16.dtype is torch.bfloat16 and not bf16.uses_grad_scaler
     with bf16.autocast():
