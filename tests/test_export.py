@@ -160,22 +160,36 @@ def test_pt2_export_program_matches_pytorch(
             _assert_matches(list(program(x)), _reference(model, x))
 
 
-def test_parity_above_the_tolerance_fails_the_export(
-    export_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("wrong_map", PBR_MAPS)
+def test_parity_above_the_tolerance_in_any_one_map_fails_the_export(
+    wrong_map: str, export_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """One map off by 1e-3 (the others exact) is enough to fail, and the check says which."""
     real = export_module.load_exported
+    index = PBR_MAPS.index(wrong_map)
+    measured: list[dict[int, dict[str, float]]] = []
+    real_parity = export_module.parity
 
-    def off_by_a_little(path: str | Path, fmt: str) -> Callable:
+    def one_map_off(path: str | Path, fmt: str) -> Callable:
         exported = real(path, fmt)
-        return lambda views: tuple(out + 1e-3 for out in exported(views))
+        return lambda views: tuple(out + 1e-3 if i == index else out for i, out in enumerate(exported(views)))
 
-    monkeypatch.setattr(export_module, "load_exported", off_by_a_little)
+    def recording_parity(*args: object, **kwargs: object) -> dict[int, dict[str, float]]:
+        measured.append(real_parity(*args, **kwargs))  # type: ignore[arg-type]
+        return measured[-1]
+
+    monkeypatch.setattr(export_module, "load_exported", one_map_off)
+    monkeypatch.setattr(export_module, "parity", recording_parity)
     path = tmp_path / "generator.pt"
     with pytest.raises(
-        ParityError, match=r"tolerance=0.0001: the exported torchscript model differs .* by up to 1.0"
+        ParityError,
+        match=rf"tolerance=0.0001: the exported torchscript model differs .* by up to 1.0.*'{wrong_map}'",
     ):
         export_generator(export_cfg("format=torchscript", f"out={path}"))
     assert path.is_file() and not path.with_name(path.name + ".contract.json").exists()
+    for per_map in measured[0].values():
+        assert per_map[wrong_map] == pytest.approx(1e-3, rel=1e-2)
+        assert all(per_map[name] < 1e-5 for name in PBR_MAPS if name != wrong_map)
 
 
 def test_bad_keys_fail_before_exporting(export_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
