@@ -1,10 +1,13 @@
-"""``python -m neuropbr.bench [suite=quick|full] [device=cpu|cuda] [out=FILE.json]``: how fast we train.
+"""``python -m neuropbr.bench [suite=quick|standard|full] [device=cpu|cuda] [out=FILE.json]``: how fast we train.
 
 Training samples/s (the G + D step, steady state after warm-up, median of several timed windows),
 peak memory (RSS on CPU, ``max_memory_allocated`` on CUDA), inference latency per sample,
 data-loading samples/s (PNG vs the decoded cache, 0/2/N workers) and, on CUDA, model TFLOP/s and
-utilisation of the device's bf16 peak. ``quick`` takes a few minutes on 2 CPU cores; ``full``
-adds resolutions, steps and repeats. Writes ``out`` (JSON) and ``out`` with ``.md`` (the tables,
+utilisation of the device's bf16 peak, and step times across epoch boundaries (validation and
+checkpoint included). ``quick`` takes <= 3 minutes on 2 CPU cores (procedural data, one step time
+per model size, the epoch boundaries); ``standard`` (~12 minutes) adds the presets at several
+sizes, the fast_iteration pairs and PNG vs cache loading; ``full`` adds resolutions, steps and
+repeats. The expected time is logged at the start, and a line per measured process. Writes ``out`` (JSON) and ``out`` with ``.md`` (the tables,
 also printed), with the environment (torch, device, threads, CPU, git commit, load average).
 
 Each configuration runs in its own fresh process (``neuropbr.benchmarks.worker``), so its peak
@@ -14,6 +17,7 @@ machine hit every configuration alike. Nothing here asserts a time: benchmarks p
 Examples::
 
     python -m neuropbr.bench                                  # quick suite on this machine
+    python -m neuropbr.bench suite=standard                   # the presets, pairs and loading
     python -m neuropbr.bench suite=full out=bench-full.json
     python -m neuropbr.bench sections=[optimisations] out=optim.json
     python -m neuropbr.bench only=[fast_iteration/256/gan_on] repeats=3 'overrides=[trainer.channels_last=false]'
@@ -36,9 +40,15 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from neuropbr.benchmarks.cases import LoadingCase, Suite, TrainCase, build_suite
+from neuropbr.benchmarks.cases import EpochCase, LoadingCase, Suite, TrainCase, build_suite
 from neuropbr.benchmarks.environment import environment, load_average, matmul_tflops
-from neuropbr.benchmarks.report import compare, format_report, summarize_loading, summarize_train
+from neuropbr.benchmarks.report import (
+    compare,
+    format_report,
+    summarize_epochs,
+    summarize_loading,
+    summarize_train,
+)
 from neuropbr.config import config_dir, register_configs
 from neuropbr.data.cache import user_cache_root
 from neuropbr.training.precision import resolve_device
@@ -163,20 +173,28 @@ def run_suite(cfg: DictConfig, suite: Suite | None = None) -> dict[str, Any]:
     if suite is None:
         suite = build_suite(choice(cfg.suite), device.type, available_cores(), sections, settings)
     suite = suite.select(list(cfg.only) if cfg.only else None)
-    if not suite.train and not suite.loading:
+    if not suite.train and not suite.loading and not suite.epochs:
         raise ValueError(f"bench.only={list(cfg.only or [])}: no case of suite={suite.name} matches")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     env = environment(device)
     data_root = ensure_dataset(cfg.data_root) if suite.needs_dataset else cfg.data_root
     reference = _reference_peak(device, env) if suite.train else None
+    expected = (
+        f"expected ~{suite.expected[0] / 60:.1f} min on {suite.expected[1]}"
+        if suite.expected
+        else "no expected time on file for this device or selection"
+    )
     log.info(
-        "suite=%s on %s: %d training cases, %d loading cases",
+        "suite=%s on %s: %d training cases, %d epoch-boundary cases, %d loading cases; %s",
         suite.name,
         device,
         len(suite.train),
+        len(suite.epochs),
         len(suite.loading),
+        expected,
     )
+    progress = _Progress(suite.case_count, started)
 
     runs: dict[str, list[dict[str, Any]]] = {case.name: [] for case in suite.train}
     failures: list[dict[str, str]] = []
@@ -185,12 +203,14 @@ def run_suite(cfg: DictConfig, suite: Suite | None = None) -> dict[str, Any]:
         for case in suite.train:
             if round_index >= case.timing.repeats:
                 continue
-            log.info("[round %d/%d] %s", round_index + 1, rounds, case.name)
+            label = f"{case.name} (round {round_index + 1}/{rounds})"
             try:
                 runs[case.name].append(
                     run_worker(_train_job(case, cfg, device.type, data_root), cfg.case_timeout_s)
                 )
+                progress.done(label)
             except RuntimeError as err:
+                progress.done(label, failed=True)
                 log.error("%s failed: %s", case.name, err)
                 failures.append({"name": case.name, "error": str(err)})
 
@@ -205,7 +225,12 @@ def run_suite(cfg: DictConfig, suite: Suite | None = None) -> dict[str, Any]:
     comparisons = [
         compare(c, summaries) for c in suite.comparisons if c.before in summaries and c.after in summaries
     ]
+    epoch_entries = [
+        _run_epochs(case, cfg, device.type, data_root, failures, progress) for case in suite.epochs
+    ]
     loading_entries = _run_loading(suite.loading, cfg, data_root, failures) if suite.loading else []
+    if suite.loading:
+        progress.done("data loading", failed=any(f["name"] == "loading" for f in failures))
     return {
         "suite": suite.name,
         "device": device.type,
@@ -215,12 +240,65 @@ def run_suite(cfg: DictConfig, suite: Suite | None = None) -> dict[str, Any]:
         "data_root": data_root,
         "train": train_entries,
         "comparisons": comparisons,
+        "epochs": epoch_entries,
         "loading": loading_entries,
         "loading_speedups": _loading_speedups(loading_entries),
         "failures": failures,
         "load_average_end": load_average(),
         "runtime_s": time.perf_counter() - started,
     }
+
+
+class _Progress:
+    """One log line per measured process: which, how many are done, the time so far."""
+
+    def __init__(self, total: int, started: float) -> None:
+        self.total, self.count, self.started = total, 0, started
+
+    def done(self, label: str, failed: bool = False) -> None:
+        self.count += 1
+        log.info(
+            "[%d/%d] %s %s (%.0f s elapsed)",
+            self.count,
+            self.total,
+            label,
+            "failed" if failed else "done",
+            time.perf_counter() - self.started,
+        )
+
+
+def _run_epochs(
+    case: EpochCase,
+    cfg: DictConfig,
+    device: str,
+    data_root: str | None,
+    failures: list[dict[str, str]],
+    progress: _Progress,
+) -> dict[str, Any]:
+    """One epoch-boundary case in its own process, summarised."""
+    overrides = [*case.training_overrides(device, data_root), *cfg.overrides]
+    entry: dict[str, Any] = {
+        "name": case.name,
+        "preset": case.preset,
+        "resolution": case.resolution,
+        "batch_size": case.batch_size,
+        "epochs": case.epochs,
+        "batches_per_epoch": case.batches,
+        "val_batches": case.val_batches,
+        "overrides": overrides,
+    }
+    job = {"kind": "epochs", "overrides": overrides, "threads": cfg.threads}
+    try:
+        run = run_worker(job, cfg.case_timeout_s)
+    except RuntimeError as err:
+        progress.done(case.name, failed=True)
+        log.error("%s failed: %s", case.name, err)
+        failures.append({"name": case.name, "error": str(err)})
+        return entry
+    progress.done(case.name)
+    entry["summary"] = summarize_epochs(run)
+    entry["run"] = run
+    return entry
 
 
 def _case_entry(case: TrainCase, cfg: DictConfig, device: str, data_root: str | None) -> dict[str, Any]:

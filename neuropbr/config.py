@@ -867,9 +867,11 @@ class ExportConfig:
 
 
 class BenchSuite(str, Enum):
-    """``quick``: a few minutes on 2 CPU cores; ``full``: more resolutions, steps and repeats."""
+    """``quick``: <= 3 minutes on 2 CPU cores; ``standard``: the presets, fast_iteration pairs and
+    PNG vs cache loading (~12 minutes); ``full``: more resolutions, steps and repeats."""
 
     quick = "quick"
+    standard = "standard"
     full = "full"
 
 
@@ -877,6 +879,8 @@ class BenchSection(str, Enum):
     """Parts of a benchmark suite (``bench.sections``)."""
 
     train = "train"
+    #: Step times across epoch boundaries (fit() with validation and checkpoints).
+    epochs = "epochs"
     loading = "loading"
     optimisations = "optimisations"
 
@@ -896,7 +900,9 @@ class BenchConfig:
     out: str = "bench.json"
     #: Which parts to run; ``optimisations`` (like-for-like to as shipped one change at a time,
     #: plus the CPU-specific changes) is a longer, separate run.
-    sections: list[BenchSection] = field(default_factory=lambda: [BenchSection.train, BenchSection.loading])
+    sections: list[BenchSection] = field(
+        default_factory=lambda: [BenchSection.train, BenchSection.epochs, BenchSection.loading]
+    )
     #: Run only the cases whose name contains one of these strings (null: all).
     only: list[str] | None = None
     #: Folder dataset for the PNG/cache cases (null: written once by ``neuropbr.synth`` into the

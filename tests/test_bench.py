@@ -15,6 +15,7 @@ from neuropbr.bench import run_suite, write_report
 from neuropbr.benchmarks.cases import (
     LIKE_FOR_LIKE,
     Comparison,
+    EpochCase,
     LoadingCase,
     Suite,
     Timing,
@@ -45,8 +46,40 @@ def test_peak_tflops_picks_the_longest_matching_name(name: str, expected: float 
     assert peak_tflops(name) == expected
 
 
-def test_quick_cpu_suite_reproduces_performance_md_settings() -> None:
-    suite = build_suite("quick", "cpu", 2, ["train", "loading"], {})
+def test_quick_suite_is_small_and_needs_no_dataset() -> None:
+    suite = build_suite("quick", "cpu", 2, ["train", "epochs", "loading"], {})
+    assert [c.name for c in suite.train] == [
+        "fast_iteration/256/gan_on/synthetic",
+        "quick_test/64/gan_on/shipped",
+    ]
+    assert all(c.timing.repeats == 1 and c.data == "synthetic" for c in suite.train)
+    assert [c.name for c in suite.epochs] == ["epochs/quick_test/64"]
+    assert suite.epochs[0].epochs == 3  # two boundaries
+    assert [c.name for c in suite.loading] == ["loading/synthetic/augment/workers0"]
+    assert not suite.needs_dataset and suite.comparisons == []
+    assert suite.case_count == 4 and suite.expected is not None and suite.expected[0] <= 180
+    overrides = suite.epochs[0].training_overrides("cpu", None)
+    for key in ("trainer.max_epochs=3", "trainer.limit_train_batches=8", "trainer.val_every_n_epochs=1"):
+        assert key in overrides
+
+
+def test_standard_cpu_suite_keeps_the_former_quick_cases() -> None:
+    suite = build_suite("standard", "cpu", 2, ["train", "loading"], {})
+    assert [c.name for c in suite.train] == [
+        "fast_iteration/256/gan_off/shipped",
+        "fast_iteration/256/gan_off/like_for_like",
+        "fast_iteration/256/gan_on/shipped",
+        "fast_iteration/256/gan_on/like_for_like",
+        "quick_test/64/gan_on/shipped",
+        "quick_test/128/gan_on/shipped",
+        "default/64/gan_on/shipped",
+        "high_quality/64/gan_on/shipped",
+    ]
+    assert len(suite.loading) == 8 and suite.epochs == []
+
+
+def test_standard_cpu_suite_reproduces_the_original_settings() -> None:
+    suite = build_suite("standard", "cpu", 2, ["train", "loading"], {})
     cases = {case.name: case for case in suite.train}
     for gan in ("gan_off", "gan_on"):
         shipped, like = (
@@ -73,7 +106,7 @@ def test_full_and_cuda_suites() -> None:
     assert max(c.resolution for c in full.train) == 512
     assert full.comparisons[-1].title.startswith("all changes")
 
-    cuda = build_suite("quick", "cuda", 16, ["train"], {"repeats": 1})
+    cuda = build_suite("standard", "cuda", 16, ["train"], {"repeats": 1})
     names = {c.name for c in cuda.train}
     assert {"default/1024/gan_on/shipped", "default/1024/gan_on/compiled"} <= names
     assert all(c.timing.repeats == 1 for c in cuda.train)
@@ -81,18 +114,22 @@ def test_full_and_cuda_suites() -> None:
     at_2048 = next(c for c in full_cuda.train if c.name == "default/2048/gan_on/shipped")
     assert "encoder.grad_checkpointing=true" in at_2048.overrides
 
-    with pytest.raises(ValueError, match=r"bench\.suite='huge'"):
+    with pytest.raises(
+        ValueError, match=r"bench\.suite='huge'; choose one of \['quick', 'standard', 'full'\]"
+    ):
         build_suite("huge", "cpu", 2, ["train"], {})
 
 
-@pytest.mark.parametrize(("suite_name", "device"), [("full", "cpu"), ("full", "cuda")])
+@pytest.mark.parametrize(
+    ("suite_name", "device"), [("full", "cpu"), ("full", "cuda"), ("quick", "cpu"), ("quick", "cuda")]
+)
 def test_every_case_of_the_suites_composes(
     suite_name: str, device: str, compose_cfg: Callable[..., DictConfig]
 ) -> None:
     """A case whose overrides do not compose fails only after minutes of benchmarking (as
     ``experiment=default`` and quick_test on a folder dataset once did): compose them all here."""
-    suite = build_suite(suite_name, device, 4, ["train", "optimisations", "loading"], {})
-    for case in suite.train:
+    suite = build_suite(suite_name, device, 4, ["train", "epochs", "optimisations", "loading"], {})
+    for case in [*suite.train, *suite.epochs]:
         cfg = compose_cfg(*case.training_overrides(device, "/data"))
         assert int(cfg.data.resolution) == case.resolution, case.name
     for loading in suite.loading:
@@ -118,7 +155,8 @@ def test_tiny_suite_runs_and_writes_valid_json_and_table(
         for source in ("png", "cache")
     ]
     comparison = Comparison("GAN off", train_cases[0].name, train_cases[1].name, "tiny")
-    suite = Suite("tiny", "cpu", train_cases, loading, [comparison], needs_dataset=True)
+    epochs = [EpochCase("epochs/smoke/32", "smoke", 32, 2, epochs=3, batches=2, val_batches=1)]
+    suite = Suite("tiny", "cpu", train_cases, loading, [comparison], needs_dataset=True, epochs=epochs)
 
     report = run_suite(cfg, suite)
     json_path, table_path, table = write_report(report, out)
@@ -145,8 +183,18 @@ def test_tiny_suite_runs_and_writes_valid_json_and_table(
         _positive_finite(entry["summary"]["samples_per_s"]["median"], entry["name"])
     assert [s["num_workers"] for s in loaded["loading_speedups"]] == [0]
 
+    epoch_summary = loaded["epochs"][0]["summary"]
+    assert epoch_summary["boundaries"] == 2  # 3 epochs: 2 boundaries, each timed
+    for key in ("before_s", "first_after_s", "after_s", "boundary_s"):
+        _positive_finite(epoch_summary[key], key)
     assert table_path.read_text() == table
-    for heading in ("## Training", "## Before/after: tiny", "## Data loading", "samples/s", "peak RSS GiB"):
+    for heading in (
+        "## Training",
+        "## Before/after: tiny",
+        "## Data loading",
+        "## Epoch boundaries",
+        "peak RSS GiB",
+    ):
         assert heading in table
     assert "smoke/32/gan_off/b" in table
 

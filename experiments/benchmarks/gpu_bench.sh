@@ -30,8 +30,8 @@ done > "$OUT/memory_estimate.txt"
 python -m neuropbr.bench suite=full device=cuda sections=[train] \
   'only=[default/1024,default/2048]' repeats=2 out="$OUT/default.json"
 
-# The rest of the quick GPU suite (quick_test, default and high_quality at 512-1024 px, the
+# The rest of the standard GPU suite (quick_test, default and high_quality at 512-1024 px, the
 # fast_iteration preset, data loading PNG vs cache with 0/2/N workers).
-python -m neuropbr.bench suite=quick device=cuda out="$OUT/quick.json"
+python -m neuropbr.bench suite=standard device=cuda out="$OUT/standard.json"
 
 echo "wrote $OUT"

@@ -3,9 +3,11 @@
 A :class:`TrainCase` is one training configuration (a preset plus overrides) timed in its own
 process; a :class:`LoadingCase` times the folder or synthetic data module alone. A
 :class:`Comparison` names a ``before`` and an ``after`` case measured in the same run, whose
-ratio the report prints. :func:`build_suite` lists them for ``suite=quick|full`` on CPU or CUDA.
+ratio the report prints. :class:`EpochCase` times steps across epoch boundaries (validation and checkpoint
+included). :func:`build_suite` lists them for ``suite=quick|standard|full`` on CPU or CUDA.
 
-The ``fast_iteration`` pair reproduces PERFORMANCE.md: *like-for-like* is the original stack's
+The ``fast_iteration`` pair reproduces the original stack's published measurements
+(experiments/benchmarks/README.md): *like-for-like* is the original stack's
 algorithmic work (activation checkpointing everywhere, the generator forward re-run in the
 discriminator step, per-tensor AdamW, PNG decoding in one loader worker); *as shipped* is our
 default (no forced checkpointing, fakes reused, fused AdamW, the decoded cache).
@@ -13,6 +15,7 @@ default (no forced checkpointing, fakes reused, fused AdamW, the decoded cache).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
@@ -23,7 +26,7 @@ from neuropbr.utils.system import available_cores
 #: dataset through the decoded cache, or procedural data rendered on the fly.
 DATA_SOURCES = ("png", "cache", "synthetic")
 
-#: The original stack's algorithmic work (PERFORMANCE.md), on top of ``experiment=fast_iteration``.
+#: The original stack's algorithmic work (experiments/benchmarks/README.md), on top of ``experiment=fast_iteration``.
 LIKE_FOR_LIKE: tuple[str, ...] = (
     "encoder.grad_checkpointing=true",
     "fusion.grad_checkpointing=true",
@@ -31,7 +34,7 @@ LIKE_FOR_LIKE: tuple[str, ...] = (
     "trainer.recompute_fakes=true",
     "optimizer.fused=false",
 )
-#: PERFORMANCE.md's single loader worker decoding PNGs.
+#: The original stack's single loader worker decoding PNGs.
 LIKE_FOR_LIKE_WORKERS = 1
 
 
@@ -168,6 +171,53 @@ class LoadingCase:
 
 
 @dataclass(frozen=True)
+class EpochCase:
+    """Steps across epoch boundaries, as a real run has them: ``Trainer.fit`` over ``epochs``
+    short epochs, each ending with validation and ``latest.pth`` (and ``best_model.pth``).
+
+    The report gives the steady step time before the first boundary, the first step after a
+    boundary, the steady step time after it, and the boundary's own cost (the gap between an
+    epoch's last step and the next one's first).
+
+    Attributes:
+        name: unique key.
+        preset: the ``experiment=`` preset.
+        resolution, batch_size: the data's shape.
+        epochs: epochs run (2 boundaries need 3).
+        batches: training batches per epoch (``trainer.limit_train_batches``).
+        val_batches: validation batches per epoch (``trainer.limit_val_batches``).
+        data: one of :data:`DATA_SOURCES`.
+        overrides: extra training overrides.
+    """
+
+    name: str
+    preset: str
+    resolution: int
+    batch_size: int
+    epochs: int = 3
+    batches: int = 6
+    val_batches: int = 2
+    data: str = "synthetic"
+    overrides: tuple[str, ...] = ()
+
+    def training_overrides(self, device: str, data_root: str | None) -> list[str]:
+        """Overrides for ``conf/train.yaml`` (GAN on from the first step, one log line per step)."""
+        case = TrainCase(
+            self.name, "epochs", self.preset, self.resolution, self.batch_size, True, "epochs",
+            Timing(0, 1, 1, 1), data=self.data,
+        )  # fmt: skip
+        return [
+            *case.training_overrides(device, data_root),
+            f"trainer.max_epochs={self.epochs}",
+            f"trainer.limit_train_batches={self.batches}",
+            f"trainer.limit_val_batches={self.val_batches}",
+            "trainer.val_every_n_epochs=1",
+            "trainer.log_every_n_steps=1",
+            *self.overrides,
+        ]
+
+
+@dataclass(frozen=True)
 class Comparison:
     """``after`` vs ``before``, measured in the same run; the report prints their ratio.
 
@@ -194,6 +244,15 @@ class Suite:
     comparisons: list[Comparison] = field(default_factory=list)
     #: Whether a folder dataset is needed (PNG or cache cases).
     needs_dataset: bool = False
+    epochs: list[EpochCase] = field(default_factory=list)
+    #: What the whole suite took where it was measured (seconds, and on what), or None.
+    expected: tuple[float, str] | None = None
+
+    @property
+    def case_count(self) -> int:
+        """Measured processes: training runs (repeats included), epoch runs, one for loading."""
+        runs = sum(case.timing.repeats for case in self.train) + len(self.epochs)
+        return runs + (1 if self.loading else 0)
 
     def select(self, only: list[str] | None) -> Suite:
         """Keep the cases whose name contains one of ``only`` (all when None), and the
@@ -202,15 +261,18 @@ class Suite:
             return self
         keep = [c for c in self.train if any(s in c.name for s in only)]
         loading = [c for c in self.loading if any(s in c.name for s in only)]
+        epochs = [c for c in self.epochs if any(s in c.name for s in only)]
         names = {c.name for c in keep}
         comparisons = [c for c in self.comparisons if c.before in names and c.after in names]
         return replace(
             self,
             train=keep,
             loading=loading,
+            epochs=epochs,
             comparisons=comparisons,
-            needs_dataset=any(c.data != "synthetic" for c in keep)
+            needs_dataset=any(c.data != "synthetic" for c in [*keep, *epochs])
             or any(c.source != "synthetic" for c in loading),
+            expected=None,  # measured for the whole suite only
         )
 
 
@@ -375,23 +437,92 @@ def _loading_cases(device: str, cores: int, repeats: int, batches: int) -> list[
     return cases
 
 
+#: The suites of ``python -m neuropbr.bench``: ``quick`` (the default, <= 3 minutes on 2 CPU
+#: cores), ``standard`` (the presets, fast_iteration pairs and loading; ~12 minutes), ``full``.
+SUITES = ("quick", "standard", "full")
+
+#: What each suite takes on CPU (seconds, on what): printed at the start of a run, for the
+#: default sections. A busy machine takes several times longer (experiments/benchmarks/README.md:
+#: the quick suite took 8.9 min at a load average of 4-5 on 2 cores).
+EXPECTED_CPU: dict[str, tuple[float, str]] = {
+    "quick": (150, "2 idle cores of an AMD EPYC, from its cases' times"),
+    "standard": (720, "2 idle cores of an AMD EPYC"),
+}
+
+
+def _epoch_cases(device: str, quick: bool) -> list[EpochCase]:
+    """Steps across two epoch boundaries. ``quick``: quick_test at 64 px (a fraction of a second
+    per step on 2 CPU cores); otherwise fast_iteration's model, whose checkpoint (weights and
+    AdamW state, ~1.4 GB) is what a real run writes at each boundary."""
+    if device == "cuda":
+        return [EpochCase("epochs/fast_iteration/256", "fast_iteration", 256, 2, batches=20, val_batches=4)]
+    if quick:
+        return [EpochCase("epochs/quick_test/64", "quick_test", 64, 2, batches=8, val_batches=2)]
+    return [EpochCase("epochs/fast_iteration/128", "fast_iteration", 128, 2, batches=5, val_batches=2)]
+
+
+def _quick_suite(device: str, sections: list[str], timing: Callable[..., Timing]) -> Suite:
+    """<= 3 minutes on 2 CPU cores: one step time per model size, the epoch boundaries, and
+    loading; procedural data only (no dataset to write on a fresh machine)."""
+    suite = Suite(name="quick", device=device)
+    if "train" in sections:
+        few = timing(1, 2, 1, 1) if device == "cpu" else timing(5, 3, 5, 1)
+        resolution = 256 if device == "cpu" else 512
+        suite.train = [
+            TrainCase(
+                f"fast_iteration/{resolution}/gan_on/synthetic",
+                "train",
+                "fast_iteration",
+                resolution,
+                2,
+                True,
+                "as shipped, procedural data",
+                few,
+                data="synthetic",
+                inference=True,
+            ),
+            TrainCase(
+                f"quick_test/{64 if device == 'cpu' else 512}/gan_on/shipped",
+                "train",
+                "quick_test",
+                64 if device == "cpu" else 512,
+                2,
+                True,
+                "as shipped",
+                few,
+                data="synthetic",
+                inference=True,
+            ),
+        ]
+    if "epochs" in sections:
+        suite.epochs = _epoch_cases(device, quick=True)
+    if "loading" in sections:
+        cores = [0] if device == "cpu" else [_cuda_workers()]
+        suite.loading = [
+            LoadingCase(f"loading/synthetic/augment/workers{n}", "synthetic", n, True, 256, 2, 12, 1)
+            for n in cores
+        ]
+    if device == "cpu":
+        suite.expected = EXPECTED_CPU["quick"]
+    return suite
+
+
 def build_suite(name: str, device: str, cores: int, sections: list[str], settings: dict[str, Any]) -> Suite:
     """The cases of ``suite=<name>`` on ``device``.
 
     Args:
-        name: ``quick`` or ``full``.
+        name: ``quick``, ``standard`` or ``full`` (see :data:`SUITES`).
         device: ``cpu`` or ``cuda``.
         cores: CPU cores available (the ``N`` of the 0/2/N loader workers).
-        sections: which of ``train``, ``loading``, ``optimisations`` to include.
+        sections: which of ``train``, ``epochs``, ``loading``, ``optimisations`` to include.
         settings: overrides of the suite's timing (``repeats``, ``warmup_steps``, ``windows``,
             ``window_steps``, ``loading_batches``); None values keep the suite's.
 
     Returns:
         The :class:`Suite`.
     """
-    if name not in ("quick", "full"):
-        raise ValueError(f"bench.suite={name!r}; choose 'quick' or 'full'")
-    quick = name == "quick"
+    if name not in SUITES:
+        raise ValueError(f"bench.suite={name!r}; choose one of {list(SUITES)}")
 
     def timing(warmup: int, windows: int, window_steps: int, repeats: int) -> Timing:
         values = {
@@ -403,22 +534,27 @@ def build_suite(name: str, device: str, cores: int, sections: list[str], setting
         chosen = {k: int(settings[k]) if settings.get(k) is not None else v for k, v in values.items()}
         return Timing(**chosen)
 
-    # PERFORMANCE.md timed steps 5-44 of 44 in 3 runs (full does the same); quick times 3
+    if name == "quick":
+        return _quick_suite(device, sections, timing)
+    # standard: the former quick suite (a few steps per case); full: the original measurements' timing.
+    standard = name == "standard"
+
+    # The original stack was timed over steps 5-44 of 44 in 3 runs (full does the same); standard times 3
     # one-step windows after 2 warm-up steps, 2 interleaved runs.
-    headline = timing(2, 3, 1, 2) if quick else timing(4, 4, 10, 3)
-    presets_timing = timing(1, 2, 1, 1) if quick else timing(2, 3, 3, 2)
+    headline = timing(2, 3, 1, 2) if standard else timing(4, 4, 10, 3)
+    presets_timing = timing(1, 2, 1, 1) if standard else timing(2, 3, 3, 2)
     if device == "cuda":
-        headline = timing(5, 4, 5, 2) if quick else timing(10, 5, 10, 3)
+        headline = timing(5, 4, 5, 2) if standard else timing(10, 5, 10, 3)
         presets_timing = headline
         presets = (
             {"quick_test": [512], "default": [512, 1024], "high_quality": [512]}
-            if quick
+            if standard
             else {"quick_test": [512, 1024], "default": [512, 1024, 2048], "high_quality": [512, 1024]}
         )
     else:
         presets = (
             {"quick_test": [64, 128], "default": [64], "high_quality": [64]}
-            if quick
+            if standard
             else {"quick_test": [64, 128, 256, 512], "default": [64, 128, 256], "high_quality": [64, 128]}
         )
     suite = Suite(name=name, device=device)
@@ -427,7 +563,7 @@ def build_suite(name: str, device: str, cores: int, sections: list[str], setting
         suite.train += cases + _preset_cases(presets, presets_timing, 2, device)
         suite.comparisons += comparisons
         if device == "cuda":
-            if not quick:  # what encoder + fusion checkpointing alone costs at 2048 px
+            if not standard:  # what encoder + fusion checkpointing alone costs at 2048 px
                 suite.train += [
                     replace(
                         c,
@@ -461,15 +597,19 @@ def build_suite(name: str, device: str, cores: int, sections: list[str], setting
                 if c.name.endswith("/compiled")
             ]
     if "optimisations" in sections:
-        optim_timing = timing(2, 3, 2, 3) if quick else timing(4, 4, 10, 3)
+        optim_timing = timing(2, 3, 2, 3) if standard else timing(4, 4, 10, 3)
         cases, comparisons = _optimisation_cases(optim_timing)
         suite.train += cases
         suite.comparisons += comparisons
     if "loading" in sections:
-        repeats = settings.get("repeats") or (1 if quick else 3)
-        batches = settings.get("loading_batches") or (12 if quick else 48)
+        repeats = settings.get("repeats") or (1 if standard else 3)
+        batches = settings.get("loading_batches") or (12 if standard else 48)
         suite.loading = _loading_cases(device, cores, repeats, batches)
-    suite.needs_dataset = any(c.data != "synthetic" for c in suite.train) or any(
+    if "epochs" in sections:
+        suite.epochs = _epoch_cases(device, quick=False)
+    suite.needs_dataset = any(c.data != "synthetic" for c in [*suite.train, *suite.epochs]) or any(
         c.source != "synthetic" for c in suite.loading
     )
+    if device == "cpu" and name in EXPECTED_CPU:
+        suite.expected = EXPECTED_CPU[name]
     return suite

@@ -10,7 +10,8 @@ from neuropbr.benchmarks.cases import Comparison, TrainCase
 
 _GIB = 1024**3
 
-#: The original stack on our 2-core machines (PERFORMANCE.md): fast_iteration, 256 px, batch 2,
+#: The original stack on our 2-core machines (its own published measurements, quoted in
+#: experiments/benchmarks/README.md): fast_iteration, 256 px, batch 2,
 #: fp32, steps 5-44 of 44, 3 runs, median (min-max).
 ORIGINAL_FAST_ITERATION: dict[str, dict[str, Any]] = {
     "gan_off": {"samples_per_s": 0.504, "range": [0.444, 0.511], "step_s": 3.96, "peak_rss_gib": 3.21},
@@ -68,6 +69,69 @@ def summarize_train(case: TrainCase, runs: list[dict[str, Any]], peak_tflops: fl
     if inference:
         summary["inference_ms_per_sample"] = median_range(inference)
     return summary
+
+
+def summarize_epochs(run: dict[str, Any]) -> dict[str, Any]:
+    """Step times around epoch boundaries from an ``epochs`` worker run.
+
+    ``before_s``: the median step of the first epoch, its first step (warm-up) left out;
+    ``first_after_s``: the median over boundaries of the first step after one; ``after_s``: the
+    median of the later epochs' other steps; ``boundary_s``: the median gap between an epoch's
+    last step and the next epoch's first (validation, checkpoint, the loader's next epoch).
+    """
+    by_epoch: dict[int, list[float]] = {}
+    for step in run["steps"]:
+        by_epoch.setdefault(int(step["epoch"]), []).append(float(step["seconds"]))
+    epochs = sorted(by_epoch)
+    first, later = by_epoch[epochs[0]], [by_epoch[e] for e in epochs[1:]]
+    before = first[1:] or first
+    after = [s for steps in later for s in steps[1:]]
+    first_after = [steps[0] for steps in later if steps]
+
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    def ratio(value: float | None, base: float | None) -> float | None:
+        return value / base if value is not None and base else None
+
+    summary: dict[str, Any] = {
+        "before_s": median(before),
+        "first_after_s": median(first_after),
+        "after_s": median(after),
+        "boundary_s": median(run["boundaries"]),
+        "boundaries": len(run["boundaries"]),
+        "num_workers": run["num_workers"],
+        "val_workers": run["val_workers"],
+    }
+    summary["after_ratio"] = ratio(summary["after_s"], summary["before_s"])
+    summary["first_after_ratio"] = ratio(summary["first_after_s"], summary["before_s"])
+    return summary
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "-"
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def _epochs_table(entries: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        [
+            entry["name"],
+            f"{entry['epochs']} x {entry['batches_per_epoch']}",
+            _seconds(entry["summary"]["before_s"]),
+            f"{_seconds(entry['summary']['first_after_s'])} ({_ratio(entry['summary']['first_after_ratio'])})",
+            f"{_seconds(entry['summary']['after_s'])} ({_ratio(entry['summary']['after_ratio'])})",
+            _seconds(entry["summary"]["boundary_s"]),
+            f"{entry['summary']['num_workers']} / {entry['summary']['val_workers']}",
+        ]
+        for entry in entries
+    ]
+    header = ["case", "epochs x batches", "step before", "first step after", "steps after", "boundary s"]
+    lines = ["", "## Epoch boundaries (fit() with validation and latest.pth; s per step, median)", ""]
+    return lines + _table([*header, "workers train / val"], rows)
 
 
 def compare(comparison: Comparison, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -201,13 +265,16 @@ def format_report(report: dict[str, Any]) -> str:
                 ["transforms", "workers", "cache / PNG"],
                 [[s["transforms"], str(s["num_workers"]), f"{s['speedup']:.1f}x"] for s in speedups],
             )
+    epochs = [e for e in report.get("epochs", []) if e.get("summary")]
+    if epochs:
+        lines += _epochs_table(epochs)
     if report.get("failures"):
         lines += ["", "## Failed runs", ""] + [f"- {f['name']}: {f['error']}" for f in report["failures"]]
     return "\n".join(lines) + "\n"
 
 
 def _fast_iteration_table(report: dict[str, Any]) -> list[str]:
-    """As shipped vs like-for-like vs the original stack (PERFORMANCE.md; CPU only)."""
+    """As shipped vs like-for-like vs the original stack (its published numbers; CPU only)."""
     if report["device"] != "cpu":
         return []
     by_name = {e["name"]: e.get("summary") for e in report["train"]}
@@ -236,7 +303,7 @@ def _fast_iteration_table(report: dict[str, Any]) -> list[str]:
             "as shipped / like-for-like (this run)",
             *(ratio(s, like["samples_per_s"]["median"] if like else None) for _, s, like, _ in columns),
         ],
-        ["original (PERFORMANCE.md), samples/s", *(f"{o['samples_per_s']}" for *_, o in columns)],
+        ["original (published), samples/s", *(f"{o['samples_per_s']}" for *_, o in columns)],
         ["as shipped / original", *(ratio(s, o["samples_per_s"]) for _, s, _, o in columns)],
         ["like-for-like / original", *(ratio(like, o["samples_per_s"]) for _, _, like, o in columns)],
         ["peak RSS GiB: as shipped", *(cell(s, "{peak_memory_gib[median]:.2f}") for _, s, _, _ in columns)],

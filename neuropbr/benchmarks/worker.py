@@ -1,7 +1,7 @@
 """One measured configuration, in its own process: ``python -m neuropbr.benchmarks.worker JOB RESULT``.
 
 ``JOB`` is a JSON file written by ``neuropbr.bench`` or ``neuropbr.benchmarks.tiling``
-(``{"kind": "train" | "loading" | "probe" | "tiling", ...}``);
+(``{"kind": "train" | "epochs" | "loading" | "probe" | "tiling", ...}``);
 the measurements go to the JSON file ``RESULT``. A fresh process per configuration means its
 peak memory (RSS on CPU, ``max_memory_allocated`` on CUDA) is its own.
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -115,6 +117,18 @@ def _repeat(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield batch
 
 
+def _build_trainer(overrides: list[str], output_dir: str) -> tuple[DictConfig, torch.device, Any, Any]:
+    """The config, device, set-up data module and trainer a training run with ``overrides`` has."""
+    from neuropbr.train import build_trainer  # imports the training stack (and its plugins) only here
+
+    cfg = compose_training_config(overrides, output_dir)
+    device = resolve_device(choice(cfg.trainer.device))
+    seed_everything(cfg.seed)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    return cfg, device, datamodule, build_trainer(cfg, datamodule, device, DistInfo(), NullTracker())
+
+
 def run_train(job: dict[str, Any]) -> dict[str, Any]:
     """Time ``Trainer.train_step`` of one training case.
 
@@ -126,15 +140,8 @@ def run_train(job: dict[str, Any]) -> dict[str, Any]:
         Per-window samples/s, per-step seconds, data-wait share, peak memory, FLOPs (and
         inference latency when asked).
     """
-    from neuropbr.train import build_trainer  # imports the training stack (and its plugins) only here
-
     with tempfile.TemporaryDirectory(prefix="neuropbr-bench-") as tmp:
-        cfg = compose_training_config(job["overrides"], tmp)
-        device = resolve_device(choice(cfg.trainer.device))
-        seed_everything(cfg.seed)
-        datamodule = build_datamodule(cfg)
-        datamodule.setup()
-        trainer = build_trainer(cfg, datamodule, device, DistInfo(), NullTracker())
+        cfg, device, datamodule, trainer = _build_trainer(job["overrides"], tmp)
         gan_on = (
             trainer.discriminator is not None and trainer.loss.uses_gan and cfg.trainer.gan_start_epoch == 0
         )
@@ -194,6 +201,85 @@ def run_train(job: dict[str, Any]) -> dict[str, Any]:
         if job.get("inference"):
             result["inference_ms"] = _inference_ms(trainer, cfg, device, job.get("inference_runs", 5))
     return result
+
+
+def _children_cpu_s() -> dict[int, float]:
+    """CPU seconds (user + system) so far of each live child process (the loader workers)."""
+    import multiprocessing
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    times = {}
+    for child in multiprocessing.active_children():
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        times[child.pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return times
+
+
+def run_epochs(job: dict[str, Any]) -> dict[str, Any]:
+    """Time ``Trainer.fit`` over a few short epochs, as a real run has them: each epoch boundary
+    validates and writes ``latest.pth`` (and ``best_model.pth``), then training resumes.
+
+    Every ``train_step`` call is timed (the device synchronised after it); the gap between the
+    last step of one epoch and the first of the next is the boundary's own cost (the epoch's
+    end, validation, checkpoint, the loader's next epoch).
+
+    Args:
+        job: ``{"overrides": [...]}``; the overrides set the epochs, batches per epoch,
+            validation batches and checkpointing.
+
+    Returns:
+        ``{"steps": [{"epoch", "start", "seconds"}, ...], "boundaries": [seconds, ...]}`` with
+        times relative to the first step's start, plus the run's device and workers.
+    """
+    with tempfile.TemporaryDirectory(prefix="neuropbr-bench-") as tmp:
+        _, device, datamodule, trainer = _build_trainer(job["overrides"], tmp)
+        steps: list[dict[str, float]] = []
+        ends: list[float] = []
+        step = trainer.train_step
+
+        def timed_step(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            # CPU time and page faults too: they tell memory effects (faults, kernel time) from
+            # a neighbour taking the cores (wall time up, CPU time not).
+            workers = _children_cpu_s()
+            usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            logs = step(*args, **kwargs)
+            synchronize(device)
+            end, after = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+            workers_after = _children_cpu_s()
+            steps.append(
+                {
+                    "epoch": trainer.epoch,
+                    "start": start,
+                    "seconds": end - start,
+                    "user_s": after.ru_utime - usage.ru_utime,
+                    "sys_s": after.ru_stime - usage.ru_stime,
+                    "minor_faults": after.ru_minflt - usage.ru_minflt,
+                    # Loader workers alive through the step (a worker that exits mid-step is missed).
+                    "workers_cpu_s": sum(t - workers.get(pid, 0.0) for pid, t in workers_after.items()),
+                }
+            )
+            ends.append(end)
+            return logs
+
+        trainer.train_step = timed_step  # type: ignore[method-assign]
+        trainer.fit()
+        origin = steps[0]["start"] if steps else 0.0
+        boundaries = [
+            steps[i]["start"] - ends[i - 1]
+            for i in range(1, len(steps))
+            if steps[i]["epoch"] != steps[i - 1]["epoch"]
+        ]
+        return {
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "num_workers": datamodule.num_workers,
+            "val_workers": trainer.val_loader.num_workers if trainer.val_loader is not None else 0,
+            "steps": [{**s, "start": s["start"] - origin} for s in steps],
+            "boundaries": boundaries,
+        }
 
 
 @torch.inference_mode()
@@ -323,7 +409,13 @@ def _current_rss_bytes() -> int:
     return peak_memory_bytes(torch.device("cpu"))
 
 
-_KINDS = {"train": run_train, "loading": run_loading, "probe": run_environment_probe, "tiling": run_tiling}
+_KINDS = {
+    "train": run_train,
+    "epochs": run_epochs,
+    "loading": run_loading,
+    "probe": run_environment_probe,
+    "tiling": run_tiling,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
