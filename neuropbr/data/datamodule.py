@@ -194,7 +194,16 @@ class PBRDataModule(ABC):
 
     def val_workers(self, samples: int) -> int:
         """Validation loader workers for a shard of ``samples``: the training count, but no more
-        than it has batches."""
+        than it has batches, and none when training on a CPU of 2 cores or fewer.
+
+        Workers start by forking the training process: afterwards each page of its memory the
+        next training step writes takes a page fault (+420k faults, ~1.6 GB, in the first step
+        after each validation of fast_iteration at 128 px, experiments/benchmarks/README.md), and
+        on 2 cores the workers take cores from the training threads. A few validation batches
+        load fast enough in the main process.
+        """
+        if self.device_type == "cpu" and available_cores() <= 2:
+            return 0
         return min(self.num_workers, math.ceil(samples / self.batch_size))
 
     def use_device(self, device_type: str) -> None:
@@ -211,9 +220,10 @@ class PBRDataModule(ABC):
             else f"data.num_workers={self.num_workers_setting}"
         )
         kept = " (kept across epochs)" if self.persistent_workers and self.num_workers else ""
+        started = "started at each validation" if val_workers else "loaded in the training process"
         return (
             f"loader workers: {self.num_workers} for training{kept}, {val_workers} for validation "
-            f"(started at each validation) ({source})"
+            f"({started}) ({source})"
         )
 
     def train_dataloader(self, rank: int = 0, world_size: int = 1) -> DataLoader:

@@ -55,7 +55,10 @@ def _module(**overrides: object) -> SyntheticDataModule:
     return module
 
 
-def test_validation_workers_start_per_validation_and_training_workers_stay() -> None:
+def test_validation_workers_start_per_validation_and_training_workers_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("neuropbr.data.datamodule.available_cores", lambda: 4)
     module = _module()
     val_size, train_size = len(module.val_set), len(module.train_set)  # type: ignore[arg-type]
     assert val_size >= 3  # two batches or more: both workers have work
@@ -84,9 +87,10 @@ def test_training_logs_the_workers_it_chose(
     with caplog.at_level(logging.INFO, logger="neuropbr.training.trainer"):
         train(cfg)
     workers = default_loader_workers(available_cores())
+    val = 0 if available_cores() <= 2 else min(workers, 1)
     assert (
         f"loader workers: {workers} for training{' (kept across epochs)' if workers else ''}, "
-        f"{min(workers, 1)} for validation (started at each validation) "
+        f"{val} for validation ({'started at each validation' if val else 'loaded in the training process'}) "
         f"(data.num_workers=auto: {auto_workers(available_cores(), 'cpu')[1]})"
     ) in caplog.text
 
@@ -115,3 +119,19 @@ def test_the_trainer_resolves_auto_for_its_device() -> None:
     fixed = _module(num_workers=1)
     fixed.use_device("cuda")
     assert fixed.num_workers == 1  # an explicit count is kept
+
+
+@pytest.mark.parametrize(
+    ("cores", "device", "val"), [(2, "cpu", 0), (1, "cpu", 0), (4, "cpu", 2), (2, "cuda", 2)]
+)
+def test_small_cpus_validate_without_forking_workers(
+    monkeypatch: pytest.MonkeyPatch, cores: int, device: str, val: int
+) -> None:
+    """On <= 2 cores a CPU run loads its validation batches in the training process, even with
+    explicit training workers: forking the big training process costs the next step a page fault
+    per page it writes, and the workers compete with the training threads."""
+    monkeypatch.setattr("neuropbr.data.datamodule.available_cores", lambda: cores)
+    module = _module(num_workers=2)
+    module.use_device(device)
+    assert module.val_dataloader().num_workers == val
+    assert module.train_dataloader().num_workers == 2  # an explicit training count is kept
