@@ -67,7 +67,7 @@ def _write_folder_dataset(root: Path, num_materials: int = 4, size: int = 48) ->
 def test_val_split_reproduces_the_training_runs_validation(
     run_evaluate: Callable[..., dict], checkpoint: Path
 ) -> None:
-    # The smoke preset trains in fp32; precision=auto may pick bf16 on a CPU with native bf16.
+    # The smoke preset trains in fp32; precision=auto may pick bf16 on a CPU with AMX.
     report = run_evaluate("tracking=none", "precision=fp32")
     state = load_checkpoint(checkpoint)
     # One epoch: the best val/loss is that epoch's, computed by the trainer on the same split.

@@ -63,10 +63,11 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.uses_grad_scaler)
 
 
-#: ``/proc/cpuinfo`` flags of native bf16 arithmetic: Intel AMX tiles (Sapphire Rapids and
-#: later) and AVX512-BF16 (Cooper Lake, AMD Zen 4 and later). Without one of them bf16 autocast is
-#: emulated and can be far slower than fp32 (about 70x measured on a 2-core AMD machine).
-BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+#: ``/proc/cpuinfo`` flags of CPUs where bf16 training is fast: Intel AMX tiles (Sapphire Rapids
+#: and later). AVX512-BF16 alone is not enough: on a 2-core AMD EPYC with ``avx512_bf16`` a
+#: quick_test training step (G + D, losses, AdamW) took 8.7x longer in bf16 than in fp32
+#: (experiments/benchmarks/README.md), although a conv + attention probe ran 1.34x faster.
+BF16_CPU_FLAGS = ("amx_bf16",)
 
 #: bf16 is chosen on CPU only when the probe measures it at least this much faster than fp32.
 MIN_CPU_BF16_SPEEDUP = 1.1
@@ -112,8 +113,8 @@ def cpu_bf16_choice(
     native = [flag for flag in BF16_CPU_FLAGS if flag in set(flags)]
     if not native:
         return False, (
-            f"no native bf16 on this CPU (none of {', '.join(BF16_CPU_FLAGS)} in its flags; torch "
-            f"capability {capability}): bf16 autocast would be emulated, slower than fp32"
+            f"no fast bf16 on this CPU (none of {', '.join(BF16_CPU_FLAGS)} in its flags; torch "
+            f"capability {capability}): bf16 training would be slower than fp32"
         )
     if probe is None:
         return True, f"native bf16 on this CPU ({', '.join(native)}; torch capability {capability})"
