@@ -65,7 +65,7 @@ class Precision:
 
 #: ``/proc/cpuinfo`` flags of CPUs where bf16 training is fast: Intel AMX tiles (Sapphire Rapids
 #: and later). AVX512-BF16 alone is not enough: on a 2-core AMD EPYC with ``avx512_bf16`` a
-#: quick_test training step (G + D, losses, AdamW) took 8.7x longer in bf16 than in fp32
+#: quick_test training step (G + D, losses, AdamW) took 1.14x longer in bf16 than in fp32
 #: (experiments/benchmarks/README.md), although a conv + attention probe ran 1.34x faster.
 BF16_CPU_FLAGS = ("amx_bf16",)
 
