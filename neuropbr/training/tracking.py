@@ -174,19 +174,18 @@ class MlflowTracker:
                 f"tracking.register_model={register_model!r} needs tracking.log_model=true (it registers "
                 "the logged model)"
             )
-        try:
-            from mlflow.tracking import MlflowClient  # noqa: F401 - present? (open_client uses it)
-        except ImportError as err:  # a config asked for MLflow: never fall back silently
-            raise ImportError(
-                "tracking=mlflow needs mlflow: pip install mlflow (or use tracking=none)"
-            ) from err
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.log_checkpoints = log_checkpoints
         self.log_model_enabled = log_model
         self.register_model = register_model
-        self.client = open_client(self.uri)  # a new SQLite store: created under a lock
+        try:
+            self.client = open_client(self.uri)  # a new SQLite store: created under a lock
+        except ImportError as err:  # a config asked for MLflow: never fall back silently
+            raise ImportError(
+                "tracking=mlflow needs mlflow: pip install mlflow (or use tracking=none)"
+            ) from err
         if is_remote(self.uri):
             # Fail now if the server is down; keep the run going if it goes away later.
             check_tracking_server(uri)
