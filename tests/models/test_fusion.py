@@ -29,6 +29,9 @@ FUSIONS: dict[str, Callable[..., nn.Module]] = {
     "max": lambda **kw: MaxFusion(IN_CHANNELS),
 }
 VITS = ["vit", "vit_plain_tokens", "vit_token_stride"]
+#: Of :func:`_seeded_fusion_outputs`, pinned before the switch to timm's ``Block``.
+PINNED_WEIGHTED_SUM = 8.436871840619586
+PINNED_GRAD_SQUARE_SUM = 73.71753895323373
 
 
 @pytest.mark.parametrize("num_views", [1, 3, 5])
@@ -176,3 +179,56 @@ def test_drop_path_increases_linearly_over_the_blocks() -> None:
     fusion = ViTFusion(IN_CHANNELS, **{**_TINY_VIT, "depth": 3, "drop_path": 0.2})
     rates = [getattr(b.drop_path1, "drop_prob", 0.0) for b in fusion.blocks]
     assert rates == pytest.approx([0.0, 0.1, 0.2])
+
+
+def _seeded_fusion_outputs() -> dict[str, torch.Tensor]:
+    """A seeded float64 ViT fusion with dropout and drop path: eval output, a train-mode output
+    (dropout drawn from a seeded RNG) and the input gradient of a fixed weighted sum."""
+    torch.manual_seed(0)
+    fusion = ViTFusion(IN_CHANNELS, **{**_TINY_VIT, "dropout": 0.1, "drop_path": 0.1}).double()
+    x = torch.randn(2, 3, IN_CHANNELS, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    weights = torch.linspace(-1.0, 1.0, 2 * 32 * 4 * 4, dtype=torch.float64).reshape(2, 32, 4, 4)
+    with torch.no_grad():
+        evaluated = fusion.eval()(x)
+    torch.manual_seed(2)
+    x.requires_grad_(True)
+    trained = fusion.train()(x)
+    (trained * weights).sum().backward()
+    return {"eval": evaluated, "train": trained.detach(), "grad": x.grad, "weights": weights}
+
+
+def test_vit_blocks_reproduce_the_pinned_outputs() -> None:
+    """Pinned from the hand-written attention/MLP block the timm ``Block`` replaced (same seed,
+    same parameter init order): swapping the implementation changed no number beyond float64
+    rounding, in eval, in train mode with dropout/drop path, nor in the backward pass."""
+    out = _seeded_fusion_outputs()
+    evaluated, trained, grad, weights = out["eval"], out["train"], out["grad"], out["weights"]
+    pinned = {
+        "eval": (
+            1015.3358633795775,
+            [-1.2437422215942917, 0.5019768567400587, -1.2660535767570507, 1.1259017534849431],
+            [-2.6867999010824684, 0.2849345232014354],
+        ),
+        "train": (
+            1015.324219414975,
+            [-1.2461794934082542, 0.5065049186362862, -1.2594363178549253, 1.1208152569223757],
+            [-2.6923510133322206, 0.29830951374456294],
+        ),
+    }
+    for name, value in (("eval", evaluated), ("train", trained)):
+        square_sum, first, last = pinned[name]
+        assert value.square().sum().item() == pytest.approx(square_sum, rel=1e-13)
+        torch.testing.assert_close(value[0, :4, 0, 0].tolist(), first, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(value[1, -2:, 3, 2].tolist(), last, rtol=1e-13, atol=1e-13)
+    assert (trained * weights).sum().item() == pytest.approx(PINNED_WEIGHTED_SUM, rel=1e-12)
+    assert grad.square().sum().item() == pytest.approx(PINNED_GRAD_SQUARE_SUM, rel=1e-12)
+
+
+def test_vit_block_state_dict_keys_are_timm_vit_keys() -> None:
+    """Checkpoints from before the switch to timm's ``Block`` load unchanged."""
+    fusion = FUSIONS["vit"]()
+    assert list(fusion.blocks[0].state_dict()) == [
+        "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
+        "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
+        "mlp.fc2.weight", "mlp.fc2.bias",
+    ]  # fmt: skip

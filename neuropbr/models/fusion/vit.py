@@ -7,7 +7,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
+from timm.layers import Mlp as TimmMlp
+from timm.models.vision_transformer import Attention as TimmAttention
+from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -16,9 +18,10 @@ from neuropbr.utils.checks import check_shape
 log = logging.getLogger(__name__)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash/efficient
-    kernels on GPU). Same parameters and names as timm's ``Attention`` (``qkv``, ``proj``).
+class Attention(TimmAttention):
+    """timm's multi-head self-attention (``qkv``, ``proj``; ``F.scaled_dot_product_attention``,
+    i.e. flash/efficient kernels on GPU, unless ``TIMM_FUSED_ATTN=0``) with this project's
+    defaults: a bias on the query/key/value projection.
 
     Args:
         dim: token width.
@@ -31,46 +34,24 @@ class Attention(nn.Module):
     def __init__(
         self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
     ) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Args: x: (B, T, D). Returns: (B, T, D)."""
-        batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(
-            batch, tokens, 3, self.num_heads, dim // self.num_heads
-        )  # (B, T, 3, nh, hs)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hs)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        x = x.transpose(1, 2).reshape(batch, tokens, dim)  # (B, T, D)
-        return self.proj_drop(self.proj(x))
+        super().__init__(
+            dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop
+        )
 
 
-class Mlp(nn.Module):
-    """``Linear -> GELU -> Dropout -> Linear -> Dropout`` (timm's ``Mlp`` names: fc1, fc2)."""
+class Mlp(TimmMlp):
+    """timm's ``Mlp``: ``Linear -> GELU -> Dropout -> Linear -> Dropout`` (fc1, fc2)."""
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop2 = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Args: x: (B, T, D). Returns: (B, T, D)."""
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+        super().__init__(dim, hidden_features=hidden, act_layer=nn.GELU, drop=drop)
 
 
-class TransformerBlock(nn.Module):
-    """Pre-norm ViT block: ``x + DropPath(Attn(LN(x)))``, then ``x + DropPath(Mlp(LN(x)))``.
+class TransformerBlock(Block):
+    """timm's pre-norm ViT ``Block``: ``x + DropPath(Attn(LN(x)))``, then ``x + DropPath(Mlp(LN(x)))``.
 
-    Parameter-for-parameter the block of timm's ViT (``norm1, attn.qkv, attn.proj, norm2,
-    mlp.fc1, mlp.fc2``), so state dicts are interchangeable.
+    Parameters ``norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2`` as in the hand-written
+    block it replaced, so older checkpoints load; ``torch.nn.LayerNorm`` (eps 1e-5) rather than
+    timm's default norm layer keeps their numbers.
 
     Args:
         dim: token width.
@@ -90,18 +71,18 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
         drop_path: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop=dropout, proj_drop=dropout)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=dropout)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Args: x: (B, T, D). Returns: (B, T, D)."""
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        super().__init__(
+            dim,
+            num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            proj_drop=dropout,
+            attn_drop=dropout,
+            drop_path=drop_path,
+            act_layer=nn.GELU,
+            norm_layer=nn.LayerNorm,
+            attn_layer=TimmAttention,
+        )
 
 
 def sincos_pos_embed_2d(h: int, w: int, dim: int, device: torch.device | None = None) -> Tensor:
