@@ -1,15 +1,21 @@
-"""Exponential moving average of the generator's weights (``trainer.ema_decay``)."""
+"""Exponential moving average of the generator's weights (``trainer.ema_decay``).
+
+timm's ``ModelEmaV3`` does the update (foreach lerp of the parameters, buffers copied); only the
+warm-up of the decay is this project's: timm's ``use_warmup`` form ``1 - (1 + t / g) ** -p``
+cannot give ``(1 + t) / (10 + t)`` (it starts at 0, a copy, instead of 0.1). torch's
+``AveragedModel`` with ``get_ema_multi_avg_fn`` is not used: its decay is fixed (no warm-up),
+and its ``n_averaged`` counter is not in the saved ``ema`` weights, so a resumed run would copy
+the live weights on its first update instead of averaging (no exact resume).
+"""
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 
 
-class ExponentialMovingAverage(nn.Module):
+class ExponentialMovingAverage(ModelEmaV3):
     """A frozen copy of ``model`` updated as ``ema = d * ema + (1 - d) * model``, ``d`` warming up
     to ``decay`` (see :meth:`decay_at`).
 
@@ -22,28 +28,24 @@ class ExponentialMovingAverage(nn.Module):
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        super().__init__()
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"trainer.ema_decay={decay}: expected a value in [0, 1)")
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval()
+        # exclude_buffers: copy buffers rather than average them; no stochastic rounding, so that
+        # bf16 weights are updated by the same plain lerp as the others (deterministic).
+        super().__init__(model, decay=decay, exclude_buffers=True, stochastic_rounding=False)
         self.module.requires_grad_(False)
 
-    @torch.no_grad()
     def decay_at(self, step: int) -> float:
         """The decay used at optimizer step ``step`` (0-based): warmed up as ``(1 + t) / (10 + t)``
         so early validations see the trained weights rather than an average dominated by the
         random initialisation (with 0.999, the first ~1000 steps would be)."""
         return min(self.decay, (1.0 + step) / (10.0 + step))
 
-    def update(self, model: nn.Module, step: int) -> None:
-        """Move the average towards ``model``'s weights after optimizer step ``step``."""
-        ema_params: list[torch.Tensor] = list(self.module.parameters())
-        model_params = [p.detach() for p in model.parameters()]
-        # lerp towards the live weights: ema += (1 - decay) * (model - ema)
-        torch._foreach_lerp_(ema_params, model_params, 1.0 - self.decay_at(step))
-        for ema_buf, buf in zip(self.module.buffers(), model.buffers()):
-            ema_buf.copy_(buf)
+    def get_decay(self, step: int | None = None) -> float:
+        """timm's hook: the warmed-up decay of :meth:`decay_at` (``decay`` itself without a step)."""
+        return self.decay if step is None else self.decay_at(step)
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.module(*args, **kwargs)
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """Move the average towards ``model``'s weights after optimizer step ``step``."""
+        super().update(model, step)

@@ -29,6 +29,54 @@ def test_ema_warms_up_from_the_live_weights() -> None:
     assert ema.decay_at(100_000) == 0.999
 
 
+def _ema_run(
+    steps: range, ema: ExponentialMovingAverage | None = None
+) -> tuple[nn.Module, ExponentialMovingAverage]:
+    """A float64 model whose weights and BatchNorm statistics change before every update."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).double()
+    ema = ema if ema is not None else ExponentialMovingAverage(model, decay=0.9)
+    for step in steps:
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(100 + step)
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+            model[1].running_mean.fill_(float(step))
+            model[1].num_batches_tracked.fill_(step)
+        ema.update(model, step)
+    return model, ema
+
+
+def test_ema_matches_the_warm_up_recurrence() -> None:
+    """``ema_t = lerp(ema_{t-1}, w_t, 1 - min(decay, (1 + t) / (10 + t)))`` over 30 updates from
+    the initial weights, bitwise; buffers (incl. the integer batch count) copied, not averaged."""
+    torch.manual_seed(0)
+    start = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).double()
+    expected = [p.detach().clone() for p in start.parameters()]
+    model, ema = _ema_run(range(30))
+    for step in range(30):
+        gen = torch.Generator().manual_seed(100 + step)
+        weight = 1.0 - min(0.9, (1.0 + step) / (10.0 + step))
+        expected = [e.lerp(torch.randn(e.shape, generator=gen, dtype=e.dtype), weight) for e in expected]
+    for got, want in zip(ema.module.parameters(), expected):
+        assert torch.equal(got, want)
+    assert torch.equal(ema.module[1].running_mean, torch.full((4,), 29.0, dtype=torch.float64))
+    assert int(ema.module[1].num_batches_tracked) == 29
+    assert list(ema.state_dict()) == [f"module.{key}" for key in model.state_dict()]  # checkpoint keys
+
+
+def test_ema_resume_continues_identically() -> None:
+    """The decay depends on the trainer's step only: an EMA rebuilt from the saved ``ema.module``
+    weights continues bitwise like the uninterrupted one."""
+    _, full = _ema_run(range(20))
+    model, first = _ema_run(range(8))
+    resumed = ExponentialMovingAverage(model, decay=0.9)
+    resumed.module.load_state_dict(first.module.state_dict())
+    _, resumed = _ema_run(range(8, 20), resumed)
+    for got, want in zip(resumed.module.state_dict().values(), full.module.state_dict().values()):
+        assert torch.equal(got, want)
+
+
 def test_ema_decay_range() -> None:
     with pytest.raises(ValueError, match=r"trainer\.ema_decay=1\.0"):
         ExponentialMovingAverage(nn.Linear(1, 1), 1.0)
