@@ -36,6 +36,10 @@ number can be read against what predicting nothing from the views reaches:
 - Skill: ``<map>_skill_db`` = ``<map>_psnr`` minus its constant (flat for normals) baseline, in dB;
   ``albedo_skill_db_vs_view_mean``; ``normal_angle_ratio`` = ``normal_angle_mean`` divided by the
   flat normal's (below 1 is better); ``skill_db``: the mean of the four ``<map>_skill_db``.
+
+PSNR stays ours: ``kornia.metrics.psnr`` pools one MSE over the whole batch and gives ``inf`` for
+identical images, while these metrics need per-sample values, the PSNR of a set's mean MSE and the
+100 dB cap (per image and below the cap the two agree to float precision, ``tests/test_metrics.py``).
 """
 
 from __future__ import annotations

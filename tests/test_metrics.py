@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from kornia.metrics import psnr as kornia_psnr
 from kornia.metrics import ssim as kornia_ssim
 
 from neuropbr.metrics import (
@@ -58,6 +59,27 @@ def test_psnr_of_mse_001_is_20_db():
         psnr(2 * (target + 0.1), 2 * target, data_range=2.0), torch.full((2,), 20.0, dtype=torch.float64)
     )
     assert torch.equal(psnr(target, target), torch.full((2,), 100.0, dtype=torch.float64))  # capped, finite
+
+
+@pytest.mark.parametrize("data_range", [1.0, 2.0])
+def test_psnr_is_kornias_per_image_psnr_capped_at_100_db(data_range: float) -> None:
+    """Why ours stays: kornia pools one MSE over the batch and gives inf for identical images;
+    per image and below the cap the two agree."""
+    gen = torch.Generator().manual_seed(0)
+    target = data_range * torch.rand(4, 3, 16, 16, generator=gen)
+    pred = (target + 0.05 * data_range * torch.randn(4, 3, 16, 16, generator=gen)).clamp(0, data_range)
+    pred[3] = target[3]
+    per_image = torch.stack([kornia_psnr(p, t, data_range) for p, t in zip(pred, target)])
+    assert math.isinf(per_image[3])
+    torch.testing.assert_close(psnr(pred, target, data_range), per_image.clamp(max=100.0), rtol=1e-6, atol=0)
+
+
+def test_ssim_is_kornias_mean_per_sample() -> None:
+    gen = torch.Generator().manual_seed(1)
+    target = torch.rand(3, 3, 16, 16, generator=gen)
+    pred = (target + 0.1 * torch.randn(3, 3, 16, 16, generator=gen)).clamp(0, 1)
+    expected = kornia_ssim(pred, target, 11, max_val=1.0).flatten(1).mean(dim=1)
+    assert torch.equal(ssim(pred, target), expected)
 
 
 def test_mae_rmse_per_sample():

@@ -9,6 +9,12 @@ starts and the schedule proper starts after the warmup) or optimizer steps (``wa
 common form: the lr rises at every step, the trainer calls :meth:`EpochScheduler.batch_step`, and
 the epoch schedule counts from epoch 0 underneath it). Setting both is an error.
 
+Kept instead of torch's ``LinearLR`` + ``SequentialLR``/``CosineAnnealingLR``/``StepLR``/
+``ReduceLROnPlateau`` (same lrs within a run: 1e-16 for cosine, 0 for step): their state restores
+``T_max`` and the chain, so a resumed run would not follow a changed ``trainer.max_epochs``, the cosine
+climbs again past ``T_max``, and a plateau cannot sit behind a warm-up or a per-step warm-up overlap
+an epoch schedule (experiments/library_equivalence/README.md has the numbers).
+
 The presets in ``conf/scheduler/`` are partials: ``train.py`` calls them once per optimizer as
 ``scheduler(optimizer, max_epochs=..., mode=...)``.
 """
