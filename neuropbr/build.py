@@ -27,10 +27,12 @@ from neuropbr.training.checkpoint import Checkpointer
 from neuropbr.training.distributed import DistInfo
 from neuropbr.training.early_stopping import EarlyStopping, ValidationHook, ValidationHooks
 from neuropbr.training.early_stopping import check_settings as check_early_stopping
+from neuropbr.training.networks import Networks
+from neuropbr.training.options import LoopSettings, TrainerHooks, TrainerOptions
 from neuropbr.training.precision import resolve_precision
 from neuropbr.training.profiling import BatchProfiler
 from neuropbr.training.tracking import NullTracker, Tracker
-from neuropbr.training.trainer import LoopSettings, Trainer
+from neuropbr.training.trainer import Trainer
 from neuropbr.utils.choices import choice
 
 
@@ -91,17 +93,18 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 def build_optimizer(
-    node: DictConfig, params: Any, lr: float, device: torch.device, fused: bool | None
+    node: DictConfig, params: Any, lr: float, device: torch.device, per_tensor: bool = False
 ) -> torch.optim.Optimizer:
     """The optimizer of ``node`` (``cfg.optimizer.generator`` or ``.discriminator``) over ``params``.
 
     ``node`` instantiates to a partial of a ``torch.optim`` class; ``lr`` and the implementation
-    (``fused``) are passed here, like every other build-time value.
+    are passed here, like every other build-time value: fused kernels where the class has them,
+    or the per-tensor loop with ``per_tensor`` (``benchmark.per_tensor_optimizer``).
     """
     factory = instantiate(node)
     kwargs: dict[str, Any] = {"lr": lr}
     if getattr(factory.func, "__name__", "") in ("Adam", "AdamW", "SGD"):
-        if fused is not False:
+        if not per_tensor:
             # One fused kernel over all tensors: on a 2-core CPU AdamW's step drops ~10x vs the
             # per-tensor loop (0.53 s -> 0.09 s of a 3.96 s step; experiments/benchmarks/README.md).
             kwargs["fused"] = True
@@ -143,35 +146,45 @@ def build_trainer(
         A trainer ready for ``fit()`` or ``train_step()``.
     """
     generator, discriminator, loss = build_generator(cfg), build_discriminator(cfg), build_loss(cfg)
+    per_tensor = cfg.benchmark.per_tensor_optimizer
     g_opt = build_optimizer(
-        cfg.optimizer.generator, generator.parameters(), cfg.optimizer.g_lr, device, cfg.optimizer.fused
+        cfg.optimizer.generator, generator.parameters(), cfg.optimizer.g_lr, device, per_tensor
     )
     d_opt = (
         build_optimizer(
-            cfg.optimizer.discriminator,
-            discriminator.parameters(),
-            cfg.optimizer.d_lr,
-            device,
-            cfg.optimizer.fused,
+            cfg.optimizer.discriminator, discriminator.parameters(), cfg.optimizer.d_lr, device, per_tensor
         )
         if discriminator
         else None
     )
-    g_sched = build_scheduler(cfg, g_opt)
-    d_sched = build_scheduler(cfg, d_opt) if d_opt else None
-    loop_keys = LoopSettings.__dataclass_fields__
-    return Trainer(
+    networks = Networks(
         generator,
         discriminator,
-        loss,
         g_opt,
         d_opt,
-        g_sched,
-        d_sched,
-        datamodule,
-        device=device,
+        build_scheduler(cfg, g_opt),
+        build_scheduler(cfg, d_opt) if d_opt else None,
+    )
+    loop_keys = LoopSettings.__dataclass_fields__
+    options = TrainerOptions(
         precision=resolve_precision(choice(cfg.trainer.precision), device),
+        device=device,
+        dist_info=dist_info,
+        optimized_metric=cfg.optimized_metric,
+        metric_mode=choice(cfg.optimized_metric_mode),
+        ema_decay=cfg.trainer.ema_decay,
+        compile=cfg.trainer.compile,
+        channels_last=cfg.trainer.channels_last,
+        config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
+        image_dir=Path(cfg.paths.output_dir) / "images",
+        recompute_fakes=cfg.benchmark.recompute_fakes,
+    )
+    return Trainer(
+        networks,
+        loss,
+        datamodule,
         settings=LoopSettings(**{k: v for k, v in cfg.trainer.items() if k in loop_keys}),
+        options=options,
         checkpointer=Checkpointer(
             cfg.paths.checkpoint_dir,
             cfg.trainer.save_every_n_epochs,
@@ -179,16 +192,10 @@ def build_trainer(
             dist_info.is_main,
         ),
         tracker=tracker,
-        optimized_metric=cfg.optimized_metric,
-        metric_mode=choice(cfg.optimized_metric_mode),
-        ema_decay=cfg.trainer.ema_decay,
-        compile=cfg.trainer.compile,
-        channels_last=cfg.trainer.channels_last,
-        dist_info=dist_info,
-        config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
-        image_dir=Path(cfg.paths.output_dir) / "images",
-        on_validation=build_validation_hooks(cfg),
-        profiler=build_profiler(cfg, device) if dist_info.is_main else None,
+        hooks=TrainerHooks(
+            on_validation=build_validation_hooks(cfg),
+            profiler=build_profiler(cfg, device) if dist_info.is_main else None,
+        ),
     )
 
 

@@ -452,8 +452,6 @@ class TorchOptimizerConfig:
 class OptimizerConfig:
     g_lr: float = 2e-4
     d_lr: float = 2e-4
-    #: Fused/foreach kernels where torch supports them on the device (null = auto).
-    fused: bool | None = None
     generator: TorchOptimizerConfig = field(default_factory=TorchOptimizerConfig)
     discriminator: TorchOptimizerConfig = field(default_factory=TorchOptimizerConfig)
 
@@ -558,9 +556,6 @@ class TrainerConfig:
     channels_last: bool = True
     #: DDP; also switched on when torchrun's WORLD_SIZE > 1 is in the environment.
     distributed: bool = False
-    #: Recompute the generator forward in the D step instead of reusing it (the original
-    #: stack's behaviour; only for like-for-like benchmarks).
-    recompute_fakes: bool = False
     save_every_n_epochs: int = 5
     save_best_only: bool = False
     #: An optimizer step every k batches, on the mean gradient of the k (each loss divided by k;
@@ -641,6 +636,17 @@ class SweepHandleConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    """``benchmark.*``: reproduce the original stack's work for like-for-like benchmarks
+    (``neuropbr.bench``); never needed to train. Both off is the shipped loop."""
+
+    #: Re-run the generator forward in the discriminator step instead of reusing its output.
+    recompute_fakes: bool = False
+    #: The per-tensor loop of Adam/AdamW/SGD instead of their fused kernel.
+    per_tensor_optimizer: bool = False
+
+
+@dataclass
 class TrainConfig:
     """The root of ``conf/train.yaml``; the groups are filled in by its defaults list."""
 
@@ -656,6 +662,7 @@ class TrainConfig:
     tracking: Any = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep: SweepHandleConfig = field(default_factory=SweepHandleConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     #: Everything random derives from this.
     seed: int = 42
     #: What ``train`` returns to a sweeper and what picks ``best_model.pth``.

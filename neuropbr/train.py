@@ -149,7 +149,7 @@ def train(cfg: DictConfig) -> float:
     tracker = build_tracker(cfg, dist_info)
     trainer = build_trainer(cfg, datamodule, device, dist_info, tracker)
     # Sweep trials only ever resume their own run directory.
-    adoptable = None if cfg.sweep.trial_number is not None else trainer.config
+    adoptable = None if cfg.sweep.trial_number is not None else trainer.options.config
     resume = find_resume_checkpoint(
         cfg.trainer.resume, cfg.paths.checkpoint_dir, Path.cwd() / "outputs", adoptable
     )
@@ -160,7 +160,7 @@ def train(cfg: DictConfig) -> float:
     status = "FAILED"
     try:
         tracker.start(
-            params=config_params(trainer.config, hydra_choices()),
+            params=config_params(trainer.options.config, hydra_choices()),
             tags=run_tags(cfg),
             resume_run_id=state.get("mlflow_run_id") if state else None,
             # Our Optuna sweeper names the parent; any other multirun's is in its sweep directory.
@@ -168,7 +168,7 @@ def train(cfg: DictConfig) -> float:
             default_name=run_name(cfg),
         )
         result = trainer.fit()
-        hooks = trainer.on_validation
+        hooks = trainer.hooks.on_validation
         # Early stopping ends a run as finished; a pruned trial (or a signal) as stopped.
         early = isinstance(hooks, ValidationHooks) and hooks.fired == ["early_stopping"]
         stopped = result.stop_signal is not None or (result.stopped_by_hook and not early)
@@ -224,7 +224,7 @@ def _log_run_artifacts(cfg: DictConfig, trainer: Trainer, tracker: Any, signalle
     hydra_dir = Path(cfg.paths.output_dir) / ".hydra"
     if hydra_dir.is_dir():
         tracker.log_artifact(hydra_dir, "config")
-    profiler = trainer.profiler
+    profiler = trainer.hooks.profiler
     if profiler is not None and profiler.recorded:
         for path in (profiler.trace_path, profiler.table_path):
             tracker.log_artifact(path, "profiler")
@@ -254,10 +254,10 @@ def log_models(trainer: Trainer, tracker: Any) -> None:
         return
     from neuropbr.inference import load_generator
 
-    final = trainer.ema.module if trainer.ema is not None else trainer.generator
+    final = trainer.networks.validation_model
     final_meta = {
-        "config": trainer.config,
-        "weights": "ema" if trainer.ema is not None else "generator",
+        "config": trainer.options.config,
+        "weights": "ema" if trainer.networks.ema is not None else "generator",
         "epoch": trainer.epoch,
         "step": trainer.step,
         "baseline_maps": trainer.baseline.to_dict() if trainer.baseline is not None else None,

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import DictConfig, open_dict
+from trainer_setup import make_trainer
 
-from neuropbr.build import build_datamodule, build_discriminator, build_generator, build_loss
+from neuropbr.build import build_datamodule, build_discriminator, build_generator
 from neuropbr.train import train
 from neuropbr.training.checkpoint import load_checkpoint
-from neuropbr.training.precision import resolve_precision
-from neuropbr.training.schedules import constant
-from neuropbr.training.trainer import LoopSettings, Trainer
+from neuropbr.training.trainer import LoopSettings
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -129,20 +128,8 @@ def test_overfitting_one_batch_halves_the_l1_loss(compose_cfg: Callable[..., Dic
     datamodule.setup()
     generator = build_generator(cfg)
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.optimizer.g_lr)
-    trainer = Trainer(
-        generator,
-        None,
-        build_loss(cfg),
-        optimizer,
-        None,
-        constant(optimizer, max_epochs=1),
-        None,
-        datamodule,
-        device=torch.device("cpu"),
-        precision=resolve_precision("fp32", torch.device("cpu")),
-        settings=LoopSettings(max_epochs=1, grad_clip_norm=None, progress_bar=False),
-        checkpointer=_no_checkpoints(cfg),
-    )
+    settings = LoopSettings(max_epochs=1, grad_clip_norm=None, progress_bar=False)
+    trainer = make_trainer(cfg, datamodule, generator, optimizer, settings)
     batch = next(iter(datamodule.train_dataloader()))
     first = trainer.train_step(batch, gan_on=False)["loss_l1_total"].item()
     for _ in range(50):
@@ -161,19 +148,9 @@ def test_gan_step_updates_both_networks(tiny_cfg: DictConfig) -> None:
         torch.optim.Adam(generator.parameters(), 1e-3),
         torch.optim.Adam(discriminator.parameters(), 1e-3),
     )
-    trainer = Trainer(
-        generator,
-        discriminator,
-        build_loss(tiny_cfg),
-        g_opt,
-        d_opt,
-        constant(g_opt, max_epochs=1),
-        constant(d_opt, max_epochs=1),
-        datamodule,
-        device=torch.device("cpu"),
-        precision=resolve_precision("fp32", torch.device("cpu")),
-        settings=LoopSettings(max_epochs=1, progress_bar=False),
-        checkpointer=_no_checkpoints(tiny_cfg),
+    settings = LoopSettings(max_epochs=1, progress_bar=False)
+    trainer = make_trainer(
+        tiny_cfg, datamodule, generator, g_opt, settings, discriminator=discriminator, d_optimizer=d_opt
     )
     logs = trainer.train_step(next(iter(datamodule.train_dataloader())), gan_on=True)
     assert {
@@ -261,23 +238,18 @@ def test_mlflow_run_has_params_metrics_and_images(
     ]
 
 
-def _no_checkpoints(cfg: DictConfig):
-    from neuropbr.training.checkpoint import Checkpointer
-
-    return Checkpointer(cfg.paths.checkpoint_dir, 0, True, enabled=False)
-
-
-@pytest.mark.parametrize(("fused", "expected"), [(None, {"fused": True}), (False, {"foreach": False})])
-def test_optimizer_fused_by_default_and_plain_loop_when_fused_is_false(
-    compose_cfg: Callable[..., DictConfig], fused: bool | None, expected: dict[str, bool]
+@pytest.mark.parametrize(("per_tensor", "expected"), [(False, {"fused": True}), (True, {"foreach": False})])
+def test_optimizer_fused_by_default_and_plain_loop_for_like_for_like_benchmarks(
+    compose_cfg: Callable[..., DictConfig], per_tensor: bool, expected: dict[str, bool]
 ) -> None:
-    """``optimizer.fused=false`` is the per-tensor loop of the original stack (benchmarks'
-    like-for-like), not torch's default, which is foreach on CUDA."""
+    """``benchmark.per_tensor_optimizer=true`` is the per-tensor loop of the original stack
+    (benchmarks' like-for-like), not torch's default, which is foreach on CUDA."""
     from neuropbr.build import build_optimizer
 
-    cfg = compose_cfg("experiment=smoke", "tracking=none")
+    cfg = compose_cfg("experiment=smoke", "tracking=none", f"benchmark.per_tensor_optimizer={per_tensor}")
+    assert cfg.benchmark.per_tensor_optimizer is per_tensor
     params = [torch.nn.Parameter(torch.zeros(3))]
-    optimizer = build_optimizer(cfg.optimizer.generator, params, 1e-3, torch.device("cpu"), fused)
+    optimizer = build_optimizer(cfg.optimizer.generator, params, 1e-3, torch.device("cpu"), per_tensor)
     assert {key: optimizer.defaults[key] for key in expected} == expected
 
 

@@ -168,7 +168,7 @@ def run_train(job: dict[str, Any]) -> dict[str, Any]:
             batches = _repeat(_to_device(next(batches), device))
         step_seconds, wait_seconds, window_rates = [], [], []
         # As in the training loop, the per-step metrics are computed on logging steps only.
-        log_every, step = trainer.s.log_every_n_steps, 0
+        log_every, step = trainer.settings.log_every_n_steps, 0
         for _ in range(job["warmup_steps"]):
             step += 1
             trainer.train_step(next(batches), gan_on, with_metrics=step % log_every == 0)

@@ -12,13 +12,12 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, open_dict
 from reliability.helpers import assert_same_state
+from trainer_setup import make_trainer
 
-from neuropbr.build import build_datamodule, build_generator, build_loss
+from neuropbr.build import build_datamodule, build_generator
 from neuropbr.train import train
 from neuropbr.training.accumulation import group_of
-from neuropbr.training.checkpoint import Checkpointer, load_checkpoint
-from neuropbr.training.precision import resolve_precision
-from neuropbr.training.schedules import constant
+from neuropbr.training.checkpoint import load_checkpoint
 from neuropbr.training.trainer import LoopSettings, Trainer
 
 SMOKE = ("experiment=smoke", "tracking=none")
@@ -66,20 +65,8 @@ def _trainer(cfg: DictConfig, accumulate: int) -> Trainer:
     datamodule.setup()
     generator = build_generator(cfg)
     optimizer = torch.optim.SGD(generator.parameters(), lr=0.5)
-    return Trainer(
-        generator,
-        None,
-        build_loss(cfg),
-        optimizer,
-        None,
-        constant(optimizer, max_epochs=1),
-        None,
-        datamodule,
-        device=torch.device("cpu"),
-        precision=resolve_precision("fp32", torch.device("cpu")),
-        settings=LoopSettings(grad_clip_norm=None, progress_bar=False, accumulate_grad_batches=accumulate),
-        checkpointer=Checkpointer(cfg.paths.checkpoint_dir, 0, True, enabled=False),
-    )
+    settings = LoopSettings(grad_clip_norm=None, progress_bar=False, accumulate_grad_batches=accumulate)
+    return make_trainer(cfg, datamodule, generator, optimizer, settings)
 
 
 def test_two_accumulated_halves_step_like_the_whole_batch(compose_cfg: Callable[..., DictConfig]) -> None:
@@ -172,7 +159,7 @@ def test_ddp_syncs_gradients_only_at_the_groups_last_batch(compose_cfg: Callable
 
     cfg = compose_cfg(*SMOKE, "discriminator=none", "data.num_samples=8")
     trainer = _trainer(cfg, 2)
-    trainer._ddp = [RecordingDDP(), RecordingDDP()]  # type: ignore[list-item]
+    trainer.networks.ddp = [RecordingDDP(), RecordingDDP()]  # type: ignore[list-item]
     batch = next(iter(trainer.train_loader))
     trainer.train_step(batch, gan_on=False, with_metrics=False, group_size=2, last=False)
     assert entered == [True, True]
