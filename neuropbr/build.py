@@ -23,6 +23,7 @@ from torch import nn
 from neuropbr.losses.composite import CompositeLoss
 from neuropbr.metrics import VALIDATION_KEYS
 from neuropbr.models.generator import PBRGenerator
+from neuropbr.models.light import LightEstimator
 from neuropbr.training.checkpoint import Checkpointer
 from neuropbr.training.distributed import DistInfo
 from neuropbr.training.early_stopping import EarlyStopping, ValidationHook, ValidationHooks
@@ -54,7 +55,8 @@ def build_generator(cfg: DictConfig) -> PBRGenerator:
         skip_reductions=list(encoder.reductions[:-1]),
         bottleneck_reduction=encoder.reductions[-1],
     )
-    return PBRGenerator(encoder, fusion, decoder)
+    light = LightEstimator() if getattr(encoder, "light_estimation", False) else None
+    return PBRGenerator(encoder, fusion, decoder, light)
 
 
 def build_discriminator(cfg: DictConfig) -> nn.Module | None:

@@ -213,6 +213,9 @@ class SyntheticDataConfig(DataConfig):
     relief_tilt_deg: list[float] | None = None
     #: How often each lighting setup lights a view (weights, not all 0).
     light_setups: LightSetupsConfig = field(default_factory=LightSetupsConfig)
+    #: Serve each training sample's key-light direction per pixel of each view (maps["light"]),
+    #: the target of the ``light`` loss term (needs data.camera=aligned).
+    light_targets: bool = False
 
 
 @dataclass
@@ -323,6 +326,10 @@ class UNetEncoderConfig:
     #: channels of one input (early fusion: the first layer compares the views' shading; the
     #: encoder runs once instead of V times); must equal data.num_views.
     stacked_views: int = 0
+    #: Estimate each view's key light and give the encoder its direction at every pixel (3 more
+    #: channels per view). Taught by loss.weights.light with data.light_targets=true (synthetic,
+    #: aligned views); without it the estimator learns only through the maps' losses.
+    light_estimation: bool = False
 
 
 @dataclass
@@ -420,6 +427,7 @@ class LossConfig:
             "gan": 0.05,
             "perceptual": 0.0,
             "render": 0.0,
+            "light": 0.0,
         }
     )
     #: Per-map weights inside the L1 term (the guide's w_albedo, w_roughness, ...).

@@ -69,6 +69,23 @@ def check_train_config(cfg: DictConfig) -> None:
     # The loop's own checks (trainer.max_epochs >= 1, ...), now rather than after the data scan.
     LoopSettings(**{k: v for k, v in cfg.trainer.items() if k in LoopSettings.__dataclass_fields__})
     _check_resolution(cfg)
+    _check_light(cfg)
+
+
+def _check_light(cfg: DictConfig) -> None:
+    """``loss.weights.light > 0`` needs a light estimate to teach and targets to teach it with."""
+    weight = OmegaConf.select(cfg, "loss.weights.light", default=0.0) or 0.0
+    if float(weight) <= 0:
+        return
+    problems = []
+    if not OmegaConf.select(cfg, "encoder.light_estimation", default=False):
+        problems.append(
+            "encoder.light_estimation=true (the estimate it teaches; encoder=unet or unet_stride)"
+        )
+    if not OmegaConf.select(cfg, "data.light_targets", default=False):
+        problems.append("data.light_targets=true (the true light directions; data=synthetic, aligned views)")
+    if problems:
+        raise ConfigValueError(f"loss.weights.light={weight} needs " + " and ".join(problems))
 
 
 def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:

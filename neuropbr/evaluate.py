@@ -108,6 +108,8 @@ def resolve_data_config(cfg: DictConfig, train_cfg: DictConfig, overrides: Seque
     elif OmegaConf.is_interpolation(node.data, "seed"):  # a picked option's ${seed}, no stored one
         node.data.seed = int(train_cfg.get("seed", 0))
     node.data.augment.enabled = False  # scores are never taken on augmented samples
+    if "light_targets" in node.data:  # they teach the training step only; scoring needs the maps
+        node.data.light_targets = False
     if choice(cfg.split) == "all":
         node.data.val_ratio = 0.0  # every sample lands in the one (train) set
     return node

@@ -24,7 +24,14 @@ from torch.utils.data import Dataset
 from neuropbr.data.datamodule import PBRDataModule, SampleKey, unpack_key
 from neuropbr.data.split import split_samples
 from neuropbr.render.materials import check_relief_range
-from neuropbr.render.scene import CAMERAS, VARIANTS, SyntheticGenerator, check_light_setups
+from neuropbr.render.scene import (
+    CAMERAS,
+    VARIANTS,
+    SyntheticGenerator,
+    check_light_setups,
+    key_light_directions,
+    upsample_light_directions,
+)
 from neuropbr.utils.seeding import derive_seed
 from neuropbr.utils.system import available_cores
 
@@ -54,6 +61,8 @@ class RenderedSamples:
         variants: ``clean`` and/or ``dirty`` renders to keep.
         view_resolution: side of the stored views (box-filtered from the generator's resolution).
         workers: processes rendering in parallel (default: every available core).
+        light_targets: also keep each view's key-light direction map (a small float16 map,
+            :data:`~neuropbr.render.scene.LIGHT_MAP_RESOLUTION` px a side).
     """
 
     def __init__(
@@ -63,11 +72,12 @@ class RenderedSamples:
         variants: Sequence[str],
         view_resolution: int,
         workers: int | None = None,
+        light_targets: bool = False,
     ) -> None:
         self.variants = tuple(variants)
         self.position = {index: i for i, index in enumerate(indices)}
         start = time.perf_counter()
-        jobs = [(index, self.variants, view_resolution) for index in indices]
+        jobs = [(index, self.variants, view_resolution, light_targets) for index in indices]
         workers = max(1, min(workers or available_cores(), len(jobs)))
         if workers == 1:
             _RENDER_WORKER["generator"] = generator
@@ -80,11 +90,15 @@ class RenderedSamples:
             with multiprocessing.get_context("spawn").Pool(
                 workers, initializer=_init_render_worker, initargs=(generator,)
             ) as pool:
-                results = pool.map(_render_one, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+                arrays = pool.map(_render_one_as_arrays, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+            results = [
+                (torch.from_numpy(views), {name: torch.from_numpy(value) for name, value in maps.items()})
+                for views, maps in arrays
+            ]
         self.views = torch.stack([views for views, _ in results])  # (N, variants, V, 3, h, w) uint8
         self.maps = {
             name: torch.stack([maps[name] for _, maps in results]) for name in results[0][1]
-        }  # (N, C, H, W) float16 each
+        }  # (N, C, H, W) float16 each; "light": (N, V, 3, r, r)
         size = self.views.nbytes + sum(m.nbytes for m in self.maps.values())
         log.info(
             "rendered %d synthetic samples (%s) into memory in %.1f s with %d process(es): %.0f MB",
@@ -92,7 +106,8 @@ class RenderedSamples:
         )  # fmt: skip
 
     def get(self, index: int, variant: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """Views (V, 3, h, w) float in [0, 1] and maps (C, H, W) float32 of generator sample ``index``."""
+        """Views (V, 3, h, w) float in [0, 1] and maps (C, H, W) float32 of generator sample ``index``
+        (with ``light_targets``, also ``"light"``: (V, 3, r, r) key-light directions)."""
         row = self.position[index]
         views = self.views[row, self.variants.index(variant)].float() / 255.0
         return views, {name: value[row].float() for name, value in self.maps.items()}
@@ -106,10 +121,10 @@ def _init_render_worker(generator: SyntheticGenerator) -> None:
     _RENDER_WORKER["generator"] = generator
 
 
-def _render_one(job: tuple[int, tuple[str, ...], int]) -> tuple[Tensor, dict[str, Tensor]]:
-    index, variants, view_resolution = job
+def _render_one(job: tuple[int, tuple[str, ...], int, bool]) -> tuple[Tensor, dict[str, Tensor]]:
+    index, variants, view_resolution, light_targets = job
     with torch.no_grad():
-        material, _, renders = _RENDER_WORKER["generator"].render(index, variants=variants)
+        material, spec, renders = _RENDER_WORKER["generator"].render(index, variants=variants)
     views = torch.stack([renders[v] for v in variants])  # (variants, V, 3, H, W)
     if views.shape[-1] != view_resolution:
         views = F.interpolate(views.flatten(0, 1), size=(view_resolution,) * 2, mode="area").unflatten(
@@ -119,7 +134,22 @@ def _render_one(job: tuple[int, tuple[str, ...], int]) -> tuple[Tensor, dict[str
     maps = {name: value.to(torch.float16) for name, value in material.maps.items()}
     if "normal" in maps:  # float16 rounding must not leave the unit sphere
         maps["normal"] = F.normalize(material.maps["normal"], dim=0).to(torch.float16)
+    if light_targets:
+        maps["light"] = light_directions(spec).to(torch.float16)
     return quantised, maps
+
+
+def _render_one_as_arrays(job: tuple[int, tuple[str, ...], int, bool]) -> tuple[Any, dict[str, Any]]:
+    """:func:`_render_one` for a worker process: numpy arrays travel in the result pipe itself.
+    Tensors would travel as shared-memory file descriptors, and thousands of them in flight can
+    fail to arrive ("received 0 items of ancdata"), leaving the pool waiting forever."""
+    views, maps = _render_one(job)
+    return views.numpy(), {name: value.numpy() for name, value in maps.items()}
+
+
+def light_directions(spec: dict[str, Any]) -> Tensor:
+    """(V, 3, r, r): each view's key-light direction map (see :func:`key_light_directions`)."""
+    return torch.stack([key_light_directions(view["lights"]) for view in spec["views"]])
 
 
 class SyntheticDataset(Dataset):
@@ -136,6 +166,8 @@ class SyntheticDataset(Dataset):
             the generator's resolution); None serves both at the generator's resolution.
         rendered: samples rendered in advance (:class:`RenderedSamples`), or None to render each
             sample when it is asked for.
+        light_targets: add ``maps["light"]``, (V, 3, h, w): each view's key-light direction per
+            pixel (aligned views), the target of the generator's light estimator.
     """
 
     def __init__(
@@ -149,10 +181,12 @@ class SyntheticDataset(Dataset):
         augment: Augment | None = None,
         view_resolution: int | None = None,
         rendered: RenderedSamples | None = None,
+        light_targets: bool = False,
     ) -> None:
         if renders not in RENDERS:
             raise ValueError(f"data.renders={renders!r}: expected one of {list(RENDERS)}")
         self.rendered = rendered
+        self.light_targets = light_targets
         self.view_resolution = view_resolution
         self.generator = generator
         self.indices = list(indices)
@@ -179,12 +213,19 @@ class SyntheticDataset(Dataset):
         else:
             # no_grad, not inference_mode: the tensors may later meet autograd in the training step.
             with torch.no_grad():
-                material, _, renders = self.generator.render(index, variants=(variant,))
-            views, maps = renders[variant], material.maps  # (V, 3, H, W); (C, H, W) each
+                material, spec, renders = self.generator.render(index, variants=(variant,))
+            views, maps = renders[variant], dict(material.maps)  # (V, 3, H, W); (C, H, W) each
+            if self.light_targets:
+                maps["light"] = light_directions(spec)
         if self.view_resolution is not None and views.shape[-1] != self.view_resolution:
             # A super-resolving decoder: the camera sees the material at a lower resolution
             # than the maps (box filter = pixels integrating over several texels).
             views = F.interpolate(views, size=(self.view_resolution,) * 2, mode="area")
+        if "light" in maps:
+            if self.light_targets:  # at the views' resolution: the estimator sees the views
+                maps["light"] = upsample_light_directions(maps["light"], views.shape[-1])
+            else:
+                del maps["light"]
         if self.augment is not None:
             views, maps = self.augment(views, maps, sample_seed)
         return {
@@ -245,6 +286,7 @@ class SyntheticDataModule(PBRDataModule):
         val_families: Sequence[str] | None = None,
         relief_tilt_deg: Sequence[float] | None = None,
         light_setups: Mapping[str, float] | None = None,
+        light_targets: bool = False,
     ) -> None:
         super().__init__(
             resolution=resolution,
@@ -275,6 +317,12 @@ class SyntheticDataModule(PBRDataModule):
             raise ValueError(f"data.artifact_strength={artifact_strength}: expected >= 0")
         check_relief_range(relief_tilt_deg, "data.relief_tilt_deg")
         check_light_setups(light_setups, "data.light_setups")
+        if light_targets and camera != "aligned":
+            raise ValueError(
+                f"data.light_targets=true with data.camera={camera}: the key-light direction maps are "
+                "given per texel of aligned views; use data.camera=aligned or data.light_targets=false"
+            )
+        self.light_targets = light_targets
         if not 0.0 <= val_ratio < 1.0:
             raise ValueError(f"data.val_ratio={val_ratio}: expected a value in [0, 1)")
         num_materials = -(-num_samples // samples_per_material)
@@ -336,16 +384,23 @@ class SyntheticDataModule(PBRDataModule):
         rendered = None
         if self.cache:
             variants = VARIANTS if self.renders == "both" else (self.renders,)
-            rendered = RenderedSamples(self.generator, range(self.num_samples), variants, self.resolution)
+            rendered = RenderedSamples(
+                self.generator,
+                range(self.num_samples),
+                variants,
+                self.resolution,
+                light_targets=self.light_targets,
+            )
 
-        def dataset(indices: list[int], augment: Augment | None) -> SyntheticDataset:
+        def dataset(indices: list[int], augment: Augment | None, light_targets: bool) -> SyntheticDataset:
             return SyntheticDataset(
                 self.generator, indices, sample_names=samples, material_names=materials, renders=self.renders,
-                augment=augment, view_resolution=self.resolution, rendered=rendered,
+                augment=augment, view_resolution=self.resolution, rendered=rendered, light_targets=light_targets,
             )  # fmt: skip
 
-        self.train_set = dataset(train_idx, self.augment)
-        self.val_set = dataset(val_idx, None)  # validation is never augmented
+        # Light targets teach the training step only (validation scores the maps).
+        self.train_set = dataset(train_idx, self.augment, self.light_targets)
+        self.val_set = dataset(val_idx, None, False)  # validation is never augmented
         log.info(
             "synthetic data: %d samples of %d materials, %s renders, %s camera, %d views at %d px, %s",
             self.num_samples,

@@ -23,6 +23,10 @@ from torch import Tensor
 
 from neuropbr.utils.checks import check_shape
 
+#: Maps whose pixels are (x, y, z) directions: flips and turns also transform the vectors. ``light``
+#: is the per-view key-light direction map of synthetic samples, (V, 3, H, W).
+VECTOR_MAPS = ("normal", "light")
+
 
 def flip_rot90(image: Tensor, *, hflip: bool, vflip: bool, k: int) -> Tensor:
     """Flip left-right, then top-bottom, then rotate counter-clockwise by ``k`` * 90 degrees.
@@ -129,7 +133,8 @@ class Augmentation:
         Args:
             views: (V, 3, H, W) in [0, 1].
             maps: ``{"albedo": (3, H, W), "roughness": (1, H, W), "metallic": (1, H, W),
-                "normal": (3, H, W) unit vectors}`` (other keys are transformed like albedo).
+                "normal": (3, H, W) unit vectors}``; ``"light"`` ((V, 3, H, W) directions) is
+                transformed like the normals, other keys like albedo.
             seed: the sample seed; the same seed gives the same output.
 
         Returns:
@@ -153,7 +158,7 @@ class Augmentation:
             views = flip_rot90(views, hflip=hflip, vflip=vflip, k=k)
             maps = {
                 name: transform_normals(value, hflip=hflip, vflip=vflip, k=k)
-                if name == "normal"
+                if name in VECTOR_MAPS
                 else flip_rot90(value, hflip=hflip, vflip=vflip, k=k)
                 for name, value in maps.items()
             }

@@ -14,6 +14,7 @@ from neuropbr.losses.adversarial import (
 from neuropbr.losses.composite import DEFAULT_WEIGHTS, TERM_NAMES, CompositeLoss, build_loss
 from neuropbr.losses.perceptual import PerceptualLoss, VGG16Features, perceptual_loss
 from neuropbr.losses.reconstruction import (
+    LightDirectionLoss,
     NormalAngularLoss,
     SSIMLoss,
     WeightedL1Loss,
@@ -36,6 +37,7 @@ __all__ = [
     "TERM_NAMES",
     "AdversarialLoss",
     "CompositeLoss",
+    "LightDirectionLoss",
     "NormalAngularLoss",
     "PerceptualLoss",
     "RenderConfigs",

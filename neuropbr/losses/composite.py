@@ -17,13 +17,19 @@ from torch import Tensor, nn
 from neuropbr.losses.adversarial import AdversarialLoss
 from neuropbr.losses.perceptual import PerceptualLoss
 from neuropbr.losses.precision import autocast_off
-from neuropbr.losses.reconstruction import NormalAngularLoss, SSIMLoss, WeightedL1Loss, check_map_names
+from neuropbr.losses.reconstruction import (
+    LightDirectionLoss,
+    NormalAngularLoss,
+    SSIMLoss,
+    WeightedL1Loss,
+    check_map_names,
+)
 from neuropbr.losses.rendering import RenderingLoss
 
 logger = logging.getLogger(__name__)
 
 #: Every term a composite loss knows, in the order they are computed and reported.
-TERM_NAMES: tuple[str, ...] = ("l1", "ssim", "normal", "gan", "perceptual", "render")
+TERM_NAMES: tuple[str, ...] = ("l1", "ssim", "normal", "gan", "perceptual", "render", "light")
 #: The guide's default weights (perceptual and rendering off).
 DEFAULT_WEIGHTS: dict[str, float] = {
     "l1": 1.0,
@@ -32,6 +38,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "gan": 0.05,
     "perceptual": 0.0,
     "render": 0.0,
+    "light": 0.0,
 }
 
 
@@ -57,7 +64,9 @@ class CompositeLoss(nn.Module):
     Args:
         terms: modules keyed by term name (any of :data:`TERM_NAMES` but ``gan``), each called as
             ``term(pred, target)`` and returning a scalar or ``(scalar, {sub_name: scalar})``
-            (diagnostics reported as ``<term>_<sub_name>``, not added to the total).
+            (diagnostics reported as ``<term>_<sub_name>``, not added to the total), or None when
+            its inputs are absent (the ``light`` term in validation, where the generator returns
+            the maps only).
         weights: ``loss.weights``; terms left out count as 0. Every term with weight > 0 except
             ``gan`` needs a module in ``terms``; modules of zero-weight terms are dropped.
         gan_type: adversarial loss of the ``gan`` term and of :meth:`discriminator_loss`.
@@ -111,7 +120,7 @@ class CompositeLoss(nn.Module):
         Returns:
             ``(total, values)``: ``total`` a float32 scalar with gradient; ``values`` the
             UNWEIGHTED value of each computed term under its name (``l1``, ``ssim``, ``normal``,
-            ``gan``, ``perceptual``, ``render``) plus ``l1_albedo``, ``l1_roughness``,
+            ``gan``, ``perceptual``, ``render``, ``light``) plus ``l1_albedo``, ``l1_roughness``,
             ``l1_metallic``, ``l1_normal`` when ``l1`` is on. Tensors, not detached.
         """
         values: dict[str, Tensor] = {}
@@ -119,6 +128,8 @@ class CompositeLoss(nn.Module):
         with autocast_off(next(iter(pred.values()))):  # every term in float32: finite under AMP
             for name, term in self.terms.items():
                 out = term(pred, target)
+                if out is None:
+                    continue
                 value, diagnostics = out if isinstance(out, tuple) else (out, {})
                 values[name] = value
                 values.update({f"{name}_{sub}": sub_value for sub, sub_value in diagnostics.items()})
@@ -173,6 +184,7 @@ def build_loss(
         "normal": NormalAngularLoss,
         "perceptual": lambda: PerceptualLoss(perceptual_maps, perceptual_weights),
         "render": lambda: RenderingLoss(render_num_configs, render_eps),
+        "light": LightDirectionLoss,
     }
     terms = {name: make() for name, make in factories.items() if checked[name] > 0}
     loss = CompositeLoss(terms, checked, gan_type)

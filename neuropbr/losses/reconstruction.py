@@ -194,3 +194,23 @@ class NormalAngularLoss(nn.Module):
     def forward(self, pred: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Tensor:
         """Scalar ``mean(1 - cos)`` between ``pred["normal"]`` and ``target["normal"]``."""
         return normal_angular_loss(*map_pair(pred, target, "normal"))
+
+
+class LightDirectionLoss(nn.Module):
+    """The ``light`` term: mean L1 distance between estimated and true key-light directions.
+
+    Compares ``pred["light"]`` (the generator's light estimate, returned in training mode with
+    ``encoder.light_estimation``) with ``target["light"]`` (``data.light_targets``), both
+    (B, V, 3, H, W) unit vectors; None when either is absent (validation), so the term is skipped.
+    """
+
+    def forward(self, pred: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> Tensor | None:
+        if "light" not in pred or "light" not in target:
+            return None
+        estimate, truth = pred["light"], target["light"]
+        if estimate.shape != truth.shape:
+            raise ValueError(
+                f"light: estimate {tuple(estimate.shape)} and target {tuple(truth.shape)} differ; both are "
+                "(B, V, 3, H, W) at the views' resolution"
+            )
+        return (estimate.float() - truth.float()).abs().mean()

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from neuropbr.models.contracts import Decoder, Encoder, Fusion
+from neuropbr.models.light import LightEstimator
 from neuropbr.utils.checks import check_shape
 
 
@@ -37,17 +38,28 @@ class PBRGenerator(nn.Module):
     ``stacked_views=V`` takes the V views as the channels of one image instead (early fusion):
     every level then holds one fused feature map, which the fusion and the skips pass through.
 
+    With a ``light_estimator`` (``encoder.light_estimation=true``), each view enters the encoder
+    with 3 more channels: the estimated direction towards its key light at every pixel.
+
     Args:
         encoder: see :class:`~neuropbr.models.contracts.Encoder`.
         fusion: see :class:`~neuropbr.models.contracts.Fusion`.
         decoder: see :class:`~neuropbr.models.contracts.Decoder`.
+        light_estimator: see :class:`~neuropbr.models.light.LightEstimator` (None: off).
     """
 
-    def __init__(self, encoder: Encoder, fusion: Fusion, decoder: Decoder) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        fusion: Fusion,
+        decoder: Decoder,
+        light_estimator: LightEstimator | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.fusion = fusion
         self.decoder = decoder
+        self.light_estimator = light_estimator
 
     def forward(self, views: Tensor) -> dict[str, Tensor]:
         """Predict the four maps.
@@ -57,12 +69,18 @@ class PBRGenerator(nn.Module):
 
         Returns:
             ``{"albedo": (B, 3, H', W'), "roughness": (B, 1, ...), "metallic": (B, 1, ...),
-            "normal": (B, 3, ...)}`` with ``H' = H * decoder.sr_scale``.
+            "normal": (B, 3, ...)}`` with ``H' = H * decoder.sr_scale``; in training mode with a
+            light estimator also ``"light"``: (B, V, 3, H, W), for the ``light`` loss term.
         """
         dims = check_shape(views, "B V 3 H W", "views")
         batch, num_views = dims["B"], dims["V"]
+        light = self.light_estimator(views) if self.light_estimator is not None else None
+        channels = [views]
         if getattr(self.encoder, "shading_ratio", False):
-            views = torch.cat([views, shading_ratio(views)], dim=2)  # (B, V, 6, H, W)
+            channels.append(shading_ratio(views))  # (B, V, 3, H, W)
+        if light is not None:
+            channels.append(light.to(views.dtype))
+        views = torch.cat(channels, dim=2) if len(channels) > 1 else views  # (B, V, 3/6/9, H, W)
         stacked = getattr(self.encoder, "stacked_views", 0)
         if stacked:  # early fusion: the views enter the encoder as channels of one image
             if num_views != stacked:
@@ -76,4 +94,7 @@ class PBRGenerator(nn.Module):
             features = [f.unflatten(0, (batch, num_views)) for f in features]  # [(B, V, C_i, h_i, w_i)]
         fused = self.fusion(features[-1])  # (B, C, h, w)
         skips = [f.mean(dim=1) for f in features[:-1]]  # [(B, C_i, h_i, w_i)]
-        return self.decoder(fused, skips, (dims["H"], dims["W"]))
+        maps = self.decoder(fused, skips, (dims["H"], dims["W"]))
+        if light is not None and self.training:  # eval (validation, inference, export): the maps only
+            maps["light"] = light
+        return maps

@@ -26,10 +26,12 @@ from neuropbr.render.artifacts import ARTIFACTS, apply_artifacts
 from neuropbr.render.brdf import Surface
 from neuropbr.render.camera import AlignedCamera, Camera, PerspectiveCamera
 from neuropbr.render.color import apply_exposure
+from neuropbr.render.geometry import directional_light, point_light, texel_positions
 from neuropbr.render.lights import DirectionalLight, EnvironmentLight, Light, PointLight, procedural_sky
 from neuropbr.render.materials import Material, check_relief_range, draw_family, generate_material
 from neuropbr.render.renderer import develop, shade_surface
 from neuropbr.utils.seeding import derive_seed
+from neuropbr.utils.tensors import unit_vectors
 
 CAMERAS = ("aligned", "perspective")
 VARIANTS = ("clean", "dirty")
@@ -335,6 +337,57 @@ def build_lights(specs: list[dict[str, Any]], environment: Tensor | None = None)
         else:
             raise ValueError(f"light kind {kind!r}; choose one of ['directional', 'hdr', 'point', 'sky']")
     return lights
+
+
+#: Side of the key-light direction maps a sample stores (the field is smooth: the views'
+#: resolution is reached by bilinear upsampling, see :func:`key_light_directions`).
+LIGHT_MAP_RESOLUTION = 16
+
+
+def key_light_directions(view_lights: list[dict[str, Any]], resolution: int = LIGHT_MAP_RESOLUTION) -> Tensor:
+    """Per texel of an aligned view, the unit direction the view's key light comes from.
+
+    The direction is the sum of the unit directions to the view's point and directional lights,
+    each weighted by the radiance (luminance) it brings to that texel; the sky or HDR fill is left
+    out (it lights every texel from everywhere and fixes no direction). It is what the light
+    estimator of the generator (``encoder.light_estimation``) is taught to predict.
+
+    Args:
+        view_lights: a view's ``lights`` entries (see :func:`draw_sample`).
+        resolution: side of the map, over the whole sample as an aligned view sees it.
+
+    Returns:
+        (3, resolution, resolution) unit vectors (+x right, +y up the image, +z up from the
+        sample), float32; straight up where the view has no point or directional light.
+    """
+    positions = texel_positions(resolution, resolution)  # (1, 3, R, R)
+    luma = torch.tensor(_LUMA)
+    total = torch.zeros(1, 3, resolution, resolution)
+    for spec in view_lights:
+        if spec["kind"] == "point":
+            direction, radiance = point_light(
+                torch.tensor([spec["position"]]), torch.tensor([spec["intensity"]]), positions
+            )
+        elif spec["kind"] == "directional":
+            direction, radiance = directional_light(
+                torch.tensor([spec["direction"]]), torch.tensor([spec["irradiance"]])
+            )
+        else:
+            continue
+        weight = (radiance * luma.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)  # (1, 1, R or 1, R or 1)
+        total = total + weight * direction
+    total[:, 2] += 1e-6  # no key light: straight up
+    return unit_vectors(total)[0]
+
+
+def upsample_light_directions(light: Tensor, size: int) -> Tensor:
+    """(..., 3, r, r) direction maps -> (..., 3, size, size), bilinear, renormalised to unit length."""
+    if light.shape[-1] == size:
+        return light
+    lead = light.shape[:-3]
+    flat = light.reshape(-1, 3, *light.shape[-2:]).float()
+    up = torch.nn.functional.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False)
+    return unit_vectors(up).reshape(*lead, 3, size, size)
 
 
 def render_sample(

@@ -115,6 +115,8 @@ def test_every_term_float32_finite_under_bf16_autocast(make_maps, vgg_weights_di
         weights=weights, perceptual_weights=str(vgg_weights_dir / "features.pth"), render_num_configs=2
     )
     pred, target = make_maps(1), make_maps(1)
+    for maps in (pred, target):  # the light estimate and its target: (B, V, 3, H, W) directions
+        maps["light"] = torch.nn.functional.normalize(torch.randn(1, 2, 3, 4, 4), dim=2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         total, values = loss(
             {k: v.bfloat16() for k, v in pred.items()}, target, torch.randn(1, 1, 2, 2).bfloat16()

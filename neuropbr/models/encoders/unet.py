@@ -50,6 +50,9 @@ class UNetEncoder(nn.Module):
             the view's contrast, colour ratios and shading.
         shading_ratio: also take each view's log-ratio to the mean of all views (6 channels per
             view; see :func:`~neuropbr.models.generator.shading_ratio`).
+        light_estimation: each view also comes with 3 channels of light directions (after the
+            photo and the optional log-ratio; the generator's
+            :class:`~neuropbr.models.light.LightEstimator` makes them).
         stacked_views: 0: one shared encoder runs on each view (any number of views, fused after
             encoding). V > 0: exactly V views enter as one image of V x 3 (or V x 6) channels
             (early fusion): the first convolution already sees every view's value of each texel,
@@ -66,6 +69,7 @@ class UNetEncoder(nn.Module):
         exposure_norm: bool = False,
         shading_ratio: bool = False,
         stacked_views: int = 0,
+        light_estimation: bool = False,
     ) -> None:
         super().__init__()
         if stacked_views < 0:
@@ -76,7 +80,8 @@ class UNetEncoder(nn.Module):
         self.exposure_norm = exposure_norm
         self.shading_ratio = shading_ratio
         self.stacked_views = stacked_views
-        self.in_channels = (6 if shading_ratio else 3) * max(1, stacked_views)
+        self.light_estimation = light_estimation
+        self.in_channels = (3 + 3 * shading_ratio + 3 * light_estimation) * max(1, stacked_views)
         channels = [int(c) for c in channels]
         if len(channels) < 2 or min(channels) < 1:
             raise ValueError(
@@ -107,7 +112,7 @@ class UNetEncoder(nn.Module):
         """
         check_shape(x, f"N {self.in_channels} H W", "encoder input")
         per_view = x.unflatten(1, (max(1, self.stacked_views), -1))  # (N, V', 3 or 6, H, W)
-        photo, ratio = per_view[:, :, :3], per_view[:, :, 3:]  # ratio: already centred on 0
+        photo, ratio = per_view[:, :, :3], per_view[:, :, 3:]  # log-ratio and light: already centred
         if self.exposure_norm:  # one gain per view: removes exposure, keeps the colour ratios
             photo = photo * (0.5 / photo.mean(dim=(2, 3, 4), keepdim=True).clamp(min=1e-3))  # mean 0.5
         x = torch.cat([(photo - 0.5) / 0.5, ratio], dim=2).flatten(1, 2)  # (N, C_in, H, W), photo in [-1, 1]
