@@ -10,6 +10,11 @@ picture) and alternates steps with and without each patch in one process (A B A 
 machine's drift hits both alike; it reports the median of the paired step-time ratios.
 ``memory`` runs each variant in fresh processes, interleaved, and reports the peak RSS (VmHWM)
 after a few steps.
+
+``free_gradients`` swaps in an ``apply_gradients`` that keeps the gradients until the next step's
+first batch clears them (``Networks.zero_grad``). The original code cleared them just before each
+backward (G's lived through the next G forward and D step), which no longer maps onto one
+function: this case now measures D's gradients held through the G step.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ from neuropbr.benchmarks.worker import compose_training_config
 from neuropbr.build import build_datamodule
 from neuropbr.models.decoders.unet_heads import UNetHeadsDecoder
 from neuropbr.train import build_trainer
+from neuropbr.training import gan_step
+from neuropbr.training import trainer as trainer_module
 from neuropbr.training.distributed import DistInfo
+from neuropbr.training.nonfinite import NonFiniteGuard
 from neuropbr.training.tracking import NullTracker
 from neuropbr.training.trainer import Trainer
 from neuropbr.utils.seeding import seed_everything
@@ -49,32 +57,37 @@ def _heads_one_by_one(self: UNetHeadsDecoder, x: Tensor) -> dict[str, Tensor]:
     return {name: head(x) for name, head in self.heads.items()}
 
 
-def _optimize_keeping_gradients(
-    self: Trainer,
-    loss: Tensor,
+def _apply_gradients_keeping_them(
     optimizer: torch.optim.Optimizer,
     scaler: Any,
     module: Any,
     clip: float | None,
-) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    loss: Tensor,
+    guard: NonFiniteGuard,
+) -> bool:
+    # apply_gradients without its final zero_grad: the gradients stay allocated until the next
+    # group's first batch clears them (Networks.zero_grad).
+    norm = None
     if clip:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(module.parameters(), clip, foreach=True)
-    scaler.step(optimizer)
-    scaler.update()
+        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip, foreach=True)
+    finite = guard.finite(loss, None if scaler.is_enabled() else norm)
+    if finite or scaler.is_enabled():
+        scaler.step(optimizer)
+        scaler.update()
+    return finite
 
 
-#: name -> (what changed, (object, attribute, old implementation))
-BEFORE: dict[str, tuple[str, tuple[Any, str, Callable[..., Any]]]] = {
+#: name -> (what changed, [(object, attribute, old implementation), ...])
+BEFORE: dict[str, tuple[str, list[tuple[Any, str, Callable[..., Any]]]]] = {
     "heads": (
         "4 head convs -> one conv of the stacked weights",
-        (UNetHeadsDecoder, "_run_heads", _heads_one_by_one),
+        [(UNetHeadsDecoder, "_run_heads", _heads_one_by_one)],
     ),
     "free_gradients": (
         "gradients freed right after the optimizer step",
-        (Trainer, "_optimize", _optimize_keeping_gradients),
+        # Patched where it is looked up: the G step (trainer) and the D step (gan_step).
+        [(module, "apply_gradients", _apply_gradients_keeping_them) for module in (trainer_module, gan_step)],
     ),
 }
 
@@ -84,9 +97,9 @@ def patched(names: list[str]) -> Iterator[None]:
     """Swap the old implementations of ``names`` in for the duration of the block."""
     saved = []
     for name in names:
-        owner, attribute, old = BEFORE[name][1]
-        saved.append((owner, attribute, getattr(owner, attribute)))
-        setattr(owner, attribute, old)
+        for owner, attribute, old in BEFORE[name][1]:
+            saved.append((owner, attribute, getattr(owner, attribute)))
+            setattr(owner, attribute, old)
     try:
         yield
     finally:

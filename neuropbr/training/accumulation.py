@@ -13,7 +13,13 @@ checkpoint never needs them; a run killed mid-group resumes from the last bounda
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from neuropbr.training.nonfinite import NonFiniteGuard
 
 
 def check_accumulation(accumulate_grad_batches: int, d_steps_per_g_step: int) -> None:
@@ -55,3 +61,54 @@ class LossSums:
     def take(self, name: str) -> Tensor:
         """The sum for ``name``, forgotten afterwards (the network has stepped)."""
         return self._sums.pop(name)
+
+
+class AccumulationGroup:
+    """The accumulation group in progress: its batches so far, their samples and loss sums.
+
+    The trainer calls :meth:`start_batch` for every batch and :meth:`finish` after the group's
+    optimizer steps; nothing here is checkpointed (checkpoints fall on group boundaries).
+    """
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.samples: list[str] = []
+        self.losses = LossSums()
+
+    def start_batch(
+        self, batch: dict[str, Any], guard: NonFiniteGuard, zero_grad: Callable[[], None]
+    ) -> None:
+        """Count ``batch`` in; the group's first batch snapshots the networks (restored when the
+        step is not finite) and clears the gradients the group accumulates into."""
+        if self.batches == 0:
+            guard.snapshot()
+            zero_grad()
+        self.batches += 1
+        self.samples += list(batch.get("sample") or [])
+
+    def finish(
+        self,
+        guard: NonFiniteGuard,
+        finite: bool,
+        logs: dict[str, Tensor],
+        sums: dict[str, Tensor | None],
+        *,
+        group_size: int,
+        step: int,
+        epoch: int,
+    ) -> None:
+        """Close the group and record its optimizer step with the guard.
+
+        Args:
+            guard: the trainer's non-finite guard.
+            finite: whether every optimizer step of the group was applied.
+            logs: the last batch's logs.
+            sums: the group's summed losses under their log keys (``g_loss``, ``d_loss``;
+                None: that network did not step).
+            group_size, step, epoch: the group's size and the 1-based step and epoch it ends.
+        """
+        samples, self.samples, self.batches = self.samples, [], 0
+        group_logs = dict(logs)
+        if group_size > 1:  # the group's mean losses: a non-finite batch anywhere shows in the message
+            group_logs |= {key: total / group_size for key, total in sums.items() if total is not None}
+        guard.record(finite, step=step, epoch=epoch, samples=samples or None, logs=group_logs)

@@ -1,5 +1,5 @@
 """The training logs between two logging steps (``trainer.log_every_n_steps``), and the epoch's
-mean G and D losses."""
+mean G and D losses (:func:`log_epoch_summary`)."""
 
 from __future__ import annotations
 
@@ -81,3 +81,13 @@ class LogWindow:
     def epoch_means(self) -> dict[str, float]:
         """The epoch's mean ``g_loss`` (and ``d_loss``) over every batch."""
         return {k: torch.stack(v).float().mean().item() for k, v in self._epoch_sums.items()}
+
+
+def log_epoch_summary(
+    tracker: Tracker, dist_info: DistInfo, summary: dict[str, float], epoch: int, step: int
+) -> None:
+    """The epoch's mean losses (``epoch`` counted from 1) in train.log and, on rank 0, as
+    ``train/epoch_<key>`` in the tracker."""
+    log.info("Epoch %d summary: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+    if dist_info.is_main and summary:
+        tracker.log_metrics({f"train/epoch_{k}": v for k, v in summary.items()} | {"epoch": epoch}, step)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
 
 
 class RunProgress:
@@ -98,3 +102,15 @@ class RunProgress:
         if eta is not None:
             shown["ETA"] = tqdm.format_interval(eta)
         return shown
+
+    def bar(self, loader: DataLoader, epoch: int, batch_in_epoch: int, *, shown: bool) -> tqdm:
+        """The epoch's tqdm bar over ``loader`` (the batches left), resumed at ``batch_in_epoch``
+        of the 0-based ``epoch``; ``shown`` False disables it."""
+        return tqdm(
+            loader,
+            total=batch_in_epoch + len(loader),
+            initial=batch_in_epoch,
+            desc=f"Epoch {epoch + 1}/{self.max_epochs}",
+            disable=not shown,
+            dynamic_ncols=True,
+        )

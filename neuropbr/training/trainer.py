@@ -7,10 +7,8 @@ Validation, best-model selection and checkpoints happen at epoch ends; SIGINT/SI
 ``latest.pth`` at the next step boundary and stop cleanly, and ``load_state_dict`` resumes exactly
 (mid-epoch included): same step counter, same data order, same RNG streams.
 
-The collaborators: :class:`~neuropbr.training.networks.Networks` (the networks with their
-optimizers, schedules, scalers and EMA), :mod:`~neuropbr.training.options` (loop settings,
-runtime options, hooks), :class:`~neuropbr.training.stop_request.StopRequest` (signals) and
-:mod:`~neuropbr.training.trainer_state` (what a checkpoint holds).
+Its collaborators sit beside it in :mod:`neuropbr.training`: ``networks``, ``options``,
+``accumulation``, ``gan_step``, ``optimizer_step``, ``stop_request``, ``trainer_state``.
 """
 
 from __future__ import annotations
@@ -22,17 +20,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from neuropbr.losses.composite import CompositeLoss
 from neuropbr.metrics import BaselineMaps, train_step_metrics
-from neuropbr.models.contracts import PBR_MAPS
-from neuropbr.training.accumulation import LossSums, group_of
+from neuropbr.training.accumulation import AccumulationGroup, group_of
 from neuropbr.training.checkpoint import Checkpointer
 from neuropbr.training.distributed import broadcast_object
 from neuropbr.training.epoch_validation import EpochValidation
+from neuropbr.training.gan_step import discriminator_step, stack_maps
 from neuropbr.training.loaders import batches_per_epoch, open_loaders
-from neuropbr.training.log_window import LogWindow
+from neuropbr.training.log_window import LogWindow, log_epoch_summary
 from neuropbr.training.networks import Networks
 from neuropbr.training.nonfinite import NonFiniteGuard
 from neuropbr.training.optimizer_step import apply_gradients, backward
@@ -48,11 +45,6 @@ log = logging.getLogger(__name__)
 
 #: The guide's names for some loss terms (train/loss_l1_total, train/loss_gan_g).
 _TERM_LOG_NAMES = {"l1": "loss_l1_total", "gan": "loss_gan_g"}
-
-
-def stack_maps(maps: dict[str, Tensor]) -> Tensor:
-    """The discriminator's input: the four maps concatenated, (B, 8, H, W)."""
-    return torch.cat([maps[name] for name in PBR_MAPS], dim=1)
 
 
 @dataclass
@@ -130,10 +122,7 @@ class Trainer:
         image_dir = Path(options.image_dir or checkpointer.directory.parent / "images")
         validation = (self.val_loader, self.loss, settings, options, self.tracker, self.progress)
         self.validation = EpochValidation(*validation, self.baseline, image_dir)
-        # The accumulation group in progress: batches backpropagated, their samples, loss sums.
-        self._accumulated = 0
-        self._group_samples: list[str] = []
-        self._loss_sums = LossSums()
+        self.accumulation = AccumulationGroup()
         self.nonfinite = NonFiniteGuard(
             settings.on_nonfinite,
             settings.nonfinite_patience,
@@ -169,76 +158,43 @@ class Trainer:
         """One batch: D's loss (x ``d_steps_per_g_step``, when the GAN is on) and G's loss,
         backpropagated; with ``last`` (the default) also the optimizer steps.
 
-        ``d_steps_per_g_step > 1`` trains D several times on this batch's real maps and fakes
-        (a stronger discriminator per generator step), not on fresh batches.
-
         Args:
             batch: a collated batch of the data module.
             gan_on: run the discriminator step and the generator's adversarial term.
-            with_metrics: also compute the per-step training metrics (MAE/RMSE per map, normal
-                angle); the loop asks for them on logging steps only.
-            group_size: the batches of this accumulation group (losses are divided by it; see
-                :mod:`neuropbr.training.accumulation`).
-            last: the group's last batch: D and G step on the accumulated gradients (D just
-                before G's adversarial term, as without accumulation).
+            with_metrics: also the per-step metrics (MAE/RMSE per map, normal angle; the loop
+                asks on logging steps only).
+            group_size: the batches of this accumulation group (losses are divided by it).
+            last: the group's last batch: D, then G, step on the accumulated gradients.
 
         Returns:
             Detached scalars of this batch for logging (losses not divided by ``group_size``);
-            the only wait for the device is the finiteness check of each optimizer step
-            (:mod:`neuropbr.training.nonfinite`).
+            the only wait for the device is the finiteness check of each optimizer step.
 
         Raises:
             NonFiniteLossError: ``trainer.on_nonfinite=raise`` and too many non-finite steps.
         """
-        nets, s, guard = self.networks, self.settings, self.nonfinite
-        if self._accumulated == 0:  # the group's first batch
-            guard.snapshot()
-            nets.zero_grad()
-        self._accumulated += 1
-        self._group_samples += list(batch.get("sample") or [])
-        finite = True
+        nets, s, guard, group = self.networks, self.settings, self.nonfinite, self.accumulation
+        group.start_batch(batch, guard, nets.zero_grad)
         views = batch["views"].to(self.device, non_blocking=True)  # (B, V, 3, H, W)
         target = {k: v.to(self.device, non_blocking=True) for k, v in batch["maps"].items()}
         logs: dict[str, Tensor] = {}
         d_sum: Tensor | None = None  # the group's summed D loss, at its last batch
+        finite = True
         adversarial = nets.gan_enabled(gan_on)
         with nets.no_sync(not last):
             with self.precision.autocast():
                 fake = nets.g_train(views)
             if adversarial:
-                assert nets.d_train is not None and nets.d_optimizer is not None
-                real = stack_maps(target)
-                for _ in range(s.d_steps_per_g_step):
-                    if self.options.recompute_fakes:  # the original stack's work (benchmarks only)
-                        with torch.no_grad(), self.precision.autocast():
-                            fake_for_d = nets.g_train(views)
-                    else:
-                        fake_for_d = fake
-                    with self.precision.autocast():
-                        fake_stack = stack_maps({k: v.detach() for k, v in fake_for_d.items()})
-                        d_loss = self.loss.discriminator_loss(
-                            nets.d_train(real, views), nets.d_train(fake_stack, views)
-                        )
-                    backward(d_loss, nets.d_scaler, group_size)
-                    self._loss_sums.add("d", d_loss)
-                    if last:
-                        d_sum = self._loss_sums.take("d")
-                        finite &= apply_gradients(
-                            nets.d_optimizer,
-                            nets.d_scaler,
-                            nets.discriminator,
-                            s.d_grad_clip_norm,
-                            d_sum,
-                            guard,
-                        )
-                logs["d_loss"] = d_loss.detach()
+                logs["d_loss"], d_sum, finite = discriminator_step(
+                    nets, self.loss, self.options, s, guard, group, views, target, fake, group_size, last
+                )
             # G step: calling the plain D module (frozen) keeps DDP's reducer out of a backward
             # that produces no D gradients.
             with nets.discriminator_frozen(gan_on), self.precision.autocast():
                 fake_logits = nets.discriminator(stack_maps(fake), views) if adversarial else None  # type: ignore[misc]
                 g_loss, terms = self.loss(fake, target, fake_logits)
             backward(g_loss, nets.g_scaler, group_size)
-        self._loss_sums.add("g", g_loss)
+        group.losses.add("g", g_loss)
         logs["g_loss"] = g_loss.detach()
         for name, value in terms.items():
             logs[_TERM_LOG_NAMES.get(name, name if name.startswith("l1_") else f"loss_{name}")] = (
@@ -249,22 +205,17 @@ class Trainer:
                 logs.update(train_step_metrics({k: v.detach() for k, v in fake.items()}, target))
         if not last:
             return logs
-        g_sum = self._loss_sums.take("g")
+        g_sum = group.losses.take("g")
         finite &= apply_gradients(
             nets.g_optimizer, nets.g_scaler, nets.generator, s.grad_clip_norm, g_sum, guard
         )
         if not finite:  # the forward passes updated the running statistics with non-finite values
-            self.nonfinite.restore()
+            guard.restore()
         elif nets.ema is not None:
             nets.ema.update(nets.generator, self.step)
-        samples, self._group_samples, self._accumulated = self._group_samples, [], 0
-        group_logs = dict(logs)
-        if group_size > 1:  # the group's mean losses: a non-finite batch anywhere shows in the message
-            group_logs["g_loss"] = g_sum / group_size
-            if d_sum is not None:
-                group_logs["d_loss"] = d_sum / group_size
-        self.nonfinite.record(
-            finite, step=self.step + 1, epoch=self.epoch + 1, samples=samples or None, logs=group_logs
+        sums = {"g_loss": g_sum, "d_loss": d_sum}
+        group.finish(
+            guard, finite, logs, sums, group_size=group_size, step=self.step + 1, epoch=self.epoch + 1
         )
         return logs
 
@@ -280,14 +231,8 @@ class Trainer:
         gan_on = self.networks.gan_enabled(self.loss.uses_gan and epoch >= s.gan_start_epoch)
         self.train_loader.sampler.set_epoch(epoch, start=self.batch_in_epoch * self.datamodule.batch_size)
         self.networks.train()
-        bar = tqdm(
-            self.train_loader,
-            total=self.batch_in_epoch + len(self.train_loader),
-            initial=self.batch_in_epoch,
-            desc=f"Epoch {epoch + 1}/{s.max_epochs}",
-            disable=not (s.progress_bar and self.dist.is_main),
-            dynamic_ncols=True,
-        )
+        shown = s.progress_bar and self.dist.is_main
+        bar = self.progress.bar(self.train_loader, epoch, self.batch_in_epoch, shown=shown)
         window = LogWindow(self.tracker, self.dist, self.networks.learning_rates)
         self.progress.start_epoch()
         for batch in bar:
@@ -339,11 +284,10 @@ class Trainer:
         finally:
             if profiler is not None:
                 profiler.stop()
-        if self.nonfinite.skipped and self.dist.is_main:
-            log.warning(
-                "skipped %d step(s) with a non-finite loss (trainer.on_nonfinite)", self.nonfinite.skipped
-            )
-            self.tracker.log_metrics({"train/nonfinite_steps": self.nonfinite.skipped}, step=self.step)
+        skipped = self.nonfinite.skipped
+        if skipped and self.dist.is_main:
+            log.warning("skipped %d step(s) with a non-finite loss (trainer.on_nonfinite)", skipped)
+            self.tracker.log_metrics({"train/nonfinite_steps": skipped}, step=self.step)
         result.best_metric, result.epochs_done, result.steps = self.best_metric, self.epoch, self.step
         return result
 
@@ -354,12 +298,8 @@ class Trainer:
             epoch = self.epoch
             summary = self._train_epoch(epoch)
             if self.stop.signal is not None:
-                log.warning(
-                    "%s: saving %s at step %d and stopping",
-                    self.stop.name,
-                    self.checkpointer.latest_path,
-                    self.step,
-                )
+                latest = self.checkpointer.latest_path
+                log.warning("%s: saving %s at step %d and stopping", self.stop.name, latest, self.step)
                 save_trainer(self, False, epochs_done=None)
                 result.stop_signal = self.stop.signal
                 return
@@ -368,13 +308,7 @@ class Trainer:
                 save_trainer(self, improved, epochs_done=None)
                 return
             self.epoch, self.batch_in_epoch = epoch + 1, 0
-            log.info(
-                "Epoch %d summary: %s", self.epoch, ", ".join(f"{k} {v:.4f}" for k, v in summary.items())
-            )
-            if self.dist.is_main and summary:
-                self.tracker.log_metrics(
-                    {f"train/epoch_{k}": v for k, v in summary.items()} | {"epoch": self.epoch}, self.step
-                )
+            log_epoch_summary(self.tracker, self.dist, summary, self.epoch, self.step)
             metrics: dict[str, float] = {}
             improved = False
             if self.epoch % s.val_every_n_epochs == 0 or self.epoch == s.max_epochs:
@@ -383,14 +317,9 @@ class Trainer:
             # Schedules advance before the checkpoint, so a resume starts the next epoch at
             # the lr an uninterrupted run uses.
             self.networks.end_epoch_schedules(metrics.get(metric_key))
-            on_validation = self.hooks.on_validation
             # Rank 0 decides (e.g. reports to Optuna); all ranks follow.
-            stop = (
-                bool(metrics)
-                and self.dist.is_main
-                and on_validation is not None
-                and on_validation(epoch, metrics)
-            )
+            hook = self.hooks.on_validation if metrics and self.dist.is_main else None
+            stop = hook is not None and bool(hook(epoch, metrics))
             save_trainer(self, improved, epochs_done=self.epoch)
             if broadcast_object(stop, self.dist):
                 result.stopped_by_hook = True
