@@ -47,6 +47,7 @@ from torch import Tensor
 from neuropbr.data.io import ImageReadError, read_image, save_image, to_chw
 from neuropbr.render.color import srgb_to_linear
 from neuropbr.utils.files import atomic_write
+from neuropbr.utils.tensors import spatial_size
 
 log = logging.getLogger(__name__)
 
@@ -632,7 +633,7 @@ def find_sample_corners(image: Tensor) -> Tensor:
         raise CornerError("the sample's sides are not straight (the fitted corners moved too far)")
     full = transform_points(torch.linalg.inv(_scaling(fine_scale)), refined)
     try:
-        return order_corners(full, tuple(image.shape[-2:]))
+        return order_corners(full, spatial_size(image))
     except CornerError as err:
         raise CornerError(f"the detected outline is unusable: {err}") from None
 
@@ -926,7 +927,9 @@ def align_photos(
     count = len(photos)
     if count == 0 or len(names) != count:
         raise ValueError(f"align_photos: got {count} photos and {len(names)} names (expected the same, >= 1)")
-    own = list(photo_corners) if photo_corners is not None else [None] * count
+    own: list[Sequence[Sequence[float]] | Tensor | None] = (
+        list(photo_corners) if photo_corners is not None else [None] * count
+    )
     if len(own) != count:
         raise ValueError(
             f"photo_corners: {len(own)} entries for {count} photos (expected one per photo, null to align by features)"
@@ -974,7 +977,7 @@ def align_photos(
     reference = photos[0]
     try:
         if own[0] is not None:
-            ref_corners, reports[0].method = order_corners(own[0], tuple(reference.shape[-2:])), "corners"
+            ref_corners, reports[0].method = order_corners(own[0], spatial_size(reference)), "corners"
         else:
             ref_corners, reports[0].method = find_sample_corners(reference), "auto"
     except CornerError as err:
@@ -985,10 +988,10 @@ def align_photos(
     report.size = size
     rectify_ref = rectifying_homography(ref_corners, size)
     views: list[Tensor | None] = [None] * count
-    views[0] = warp_photo(reference, rectify_ref, size)
+    views[0] = ref_view = warp_photo(reference, rectify_ref, size)
     reports[0].corners = ref_corners.tolist()
     reports[0].scale, reports[0].coverage = 1.0, 1.0
-    problem = exposure_problem(views[0])
+    problem = exposure_problem(ref_view)
     if problem is not None:
         fail(0, f"the rectified sample is {problem}", exposure=True)
         raise_failures()
@@ -1009,9 +1012,10 @@ def align_photos(
         if entry.status == "failed":
             continue
         photo = photos[i]
-        if own[i] is not None:
+        given = own[i]
+        if given is not None:
             try:
-                quad = order_corners(own[i], tuple(photo.shape[-2:]))
+                quad = order_corners(given, spatial_size(photo))
             except CornerError as err:
                 fail(i, f"its corners: {err}")
                 continue
@@ -1022,9 +1026,12 @@ def align_photos(
                 torch.rot90(view, k, dims=(-2, -1)) if size[0] == size[1] or k % 2 == 0 else None
                 for k in range(4)
             ]
-            scores = [structure_correlation(views[0], t) if t is not None else -1.0 for t in turns]
+            scores = [structure_correlation(ref_view, t) if t is not None else -1.0 for t in turns]
             best = int(torch.tensor(scores).argmax())
-            view = turns[best]
+            turned = turns[best]
+            # Turn 0 always exists and scores >= -1 (a correlation), so argmax never picks a missing turn.
+            assert turned is not None
+            view = turned
             quad = quad.roll(-best, 0)  # a quarter turn anticlockwise brings the next corner to the top-left
             entry.corners, entry.correlation = quad.tolist(), scores[best]
             entry.scale = math.sqrt(polygon_area(quad) / ref_area)
@@ -1067,7 +1074,7 @@ def align_photos(
                 fail(i, problem)
                 continue
             view = warp_photo(photo, rectify_ref @ found.matrix, size)
-            entry.correlation = structure_correlation(views[0], view)
+            entry.correlation = structure_correlation(ref_view, view)
         if entry.coverage is not None and entry.coverage < MIN_COVERAGE:
             fail(i, f"only {entry.coverage:.1%} of the sample is inside it (expected >= {MIN_COVERAGE:.0%})")
             continue

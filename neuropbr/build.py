@@ -35,6 +35,7 @@ from neuropbr.training.profiling import BatchProfiler
 from neuropbr.training.tracking import NullTracker, Tracker
 from neuropbr.training.trainer import Trainer
 from neuropbr.utils.choices import choice
+from neuropbr.utils.plain_config import plain_dict
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -81,8 +82,8 @@ def build_datamodule(cfg: DictConfig) -> Any:
     if "sources" in cfg.data:  # data=mix: every source shares the mix's data shape, split and augmentation
         from neuropbr.data.mix import SHARED_KEYS
 
-        plain = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
-        shared = {key: plain[key] for key in SHARED_KEYS}  # type: ignore[index]
+        plain = plain_dict(cfg.data, enum_to_str=True)
+        shared = {key: plain[key] for key in SHARED_KEYS}
         sources = {
             name: instantiate(node, map_resolution=map_resolution, **shared)
             for name, node in cfg.data.sources.items()

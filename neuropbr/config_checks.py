@@ -92,10 +92,15 @@ def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
     """Dotted keys left at ``???``, without resolving interpolations (``${hydra:...}`` needs a run)."""
     missing = []
     for key in node.keys():
+        name = str(key)  # a DictKeyType: a string, or an int/float/bool key written in YAML
         if OmegaConf.is_missing(node, key):
-            missing.append(f"{prefix}{key}")
-        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig):
-            missing += _missing_keys(node[key], f"{prefix}{key}.")
+            missing.append(f"{prefix}{name}")
+        elif (
+            # omegaconf annotates this key as int | str, but looks up any DictKeyType (as is_missing)
+            not OmegaConf.is_interpolation(node, key)  # type: ignore[arg-type]
+            and isinstance(node[key], DictConfig)
+        ):
+            missing += _missing_keys(node[key], f"{prefix}{name}.")
     return missing
 
 

@@ -51,6 +51,7 @@ from neuropbr.training.precision import resolve_device, resolve_precision
 from neuropbr.training.tracking import MlflowTracker, NullTracker, Tracker
 from neuropbr.training.validation import validate
 from neuropbr.utils.choices import choice
+from neuropbr.utils.plain_config import plain_dict
 from neuropbr.utils.signals import ignore_stop_signals_in_worker
 
 log = logging.getLogger(__name__)
@@ -324,8 +325,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     metrics = {f"{split}/{key}": value for key, value in values.items()}
     log.info("scored %d samples in %.1f s", count, time.perf_counter() - start)
 
-    data = OmegaConf.to_container(data_cfg.data, resolve=True)
-    assert isinstance(data, dict)
+    data = plain_dict(data_cfg.data)
     out = Path(cfg.out) if cfg.out else default_report_path(model.checkpoint, split, data)
     report: dict[str, Any] = {
         "checkpoint": str(model.checkpoint.resolve()),

@@ -37,9 +37,10 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from neuropbr.align import (
@@ -204,8 +205,13 @@ def align_sample(
     return aligned.views
 
 
-def _plain(value: object) -> object:
-    return None if value is None else OmegaConf.to_container(value)
+def _plain(value: ListConfig | None) -> list[Any] | None:
+    """``cfg.photo_corners`` as plain lists (its schema makes it a list or None)."""
+    if value is None:
+        return None
+    plain = OmegaConf.to_container(value)
+    assert isinstance(plain, list)
+    return plain
 
 
 def predict_views(model: LoadedGenerator, cfg: DictConfig, views: Tensor) -> dict[str, Tensor]:

@@ -59,6 +59,7 @@ from neuropbr.losses.reconstruction import map_pair, map_to_unit_range
 from neuropbr.losses.rendering import RenderConfigs, render_maps
 from neuropbr.maps import PBR_CHANNELS, PBR_MAPS, PBR_TOTAL_CHANNELS
 from neuropbr.render.color import linear_to_srgb, tonemap_reinhard
+from neuropbr.utils.tensors import spatial_size
 
 #: Thresholds of the ``normal_within_*`` metrics, in degrees (as in surface-normal benchmarks).
 ANGLE_THRESHOLDS_DEG: tuple[float, ...] = (11.25, 22.5, 30.0)
@@ -375,7 +376,7 @@ def _per_sample_metrics(
         summed["baseline_flat_normal_angle_mean"] = flat_angles.flatten(1).mean(dim=1)
         if views is None:
             raise ValueError("metrics with baselines need the input views (the view-mean albedo baseline)")
-        guess = {"albedo": baseline.view_mean_albedo(views, tuple(target["albedo"].shape[-2:]))}
+        guess = {"albedo": baseline.view_mean_albedo(views, spatial_size(target["albedo"]))}
         summed["baseline_view_mean_albedo_mse"] = _map_errors(guess, target, "albedo")
     return summed, angles
 

@@ -203,7 +203,7 @@ def synthesize_library(
         if not ok:
             raise ValueError(f"{key}={value!r}: expected {expected}")
     hdris = find_hdris(hdri)
-    scene_kwargs = {
+    scene_kwargs: dict[str, Any] = {
         "resolution": resolution, "num_views": num_views, "camera": camera, "artifact_strength": artifact_strength,
         "seed": seed, "crop_scale": tuple(crop_scale), "rotate": rotate, "hdris": [str(p) for p in hdris],
         "hdri_probability": hdri_probability,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from neuropbr.build import build_datamodule, build_early_stopping, build_tracker, build_trainer
 from neuropbr.config import config_dir, register_configs
@@ -42,6 +42,7 @@ from neuropbr.training.tracking_server import check_tracking_server
 from neuropbr.training.trainer import Trainer
 from neuropbr.utils.choices import choice
 from neuropbr.utils.config_tree import config_tree
+from neuropbr.utils.plain_config import plain_dict
 from neuropbr.utils.seeding import seed_everything
 from neuropbr.utils.signals import hand_over_preemption
 
@@ -134,9 +135,7 @@ def train(cfg: DictConfig) -> float:
     dist_info = init_distributed(cfg.trainer.distributed, choice(cfg.trainer.device))
     device = resolve_device(choice(cfg.trainer.device), dist_info.local_rank)
     if dist_info.is_main:  # the resolved config at the top of train.log, as a tree
-        log.info(
-            "%s", config_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), hydra_choices())
-        )
+        log.info("%s", config_tree(plain_dict(cfg, enum_to_str=True), hydra_choices()))
     seed_everything(cfg.seed)
     datamodule = build_datamodule(cfg)
     datamodule.setup()

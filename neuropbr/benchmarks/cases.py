@@ -15,7 +15,7 @@ default (no forced checkpointing, fakes reused, fused AdamW, the decoded cache).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
@@ -233,6 +233,17 @@ class Comparison:
     table: str
 
 
+def _needs_dataset(
+    train: Sequence[TrainCase], loading: Sequence[LoadingCase], epochs: Sequence[EpochCase]
+) -> bool:
+    """Whether any case reads a folder dataset (data or source other than ``synthetic``)."""
+    return (
+        any(c.data != "synthetic" for c in train)
+        or any(c.data != "synthetic" for c in epochs)
+        or any(c.source != "synthetic" for c in loading)
+    )
+
+
 @dataclass
 class Suite:
     """The cases and comparisons of one ``bench`` invocation."""
@@ -270,8 +281,7 @@ class Suite:
             loading=loading,
             epochs=epochs,
             comparisons=comparisons,
-            needs_dataset=any(c.data != "synthetic" for c in [*keep, *epochs])
-            or any(c.source != "synthetic" for c in loading),
+            needs_dataset=_needs_dataset(keep, loading, epochs),
             expected=None,  # measured for the whole suite only
         )
 
@@ -613,9 +623,7 @@ def build_suite(name: str, device: str, cores: int, sections: list[str], setting
         suite.loading = _loading_cases(device, cores, repeats, batches)
     if "epochs" in sections:
         suite.epochs = _epoch_cases(device, quick=False)
-    suite.needs_dataset = any(c.data != "synthetic" for c in [*suite.train, *suite.epochs]) or any(
-        c.source != "synthetic" for c in suite.loading
-    )
+    suite.needs_dataset = _needs_dataset(suite.train, suite.loading, suite.epochs)
     if device == "cpu" and name in EXPECTED_CPU:
         suite.expected = EXPECTED_CPU[name]
     return suite

@@ -210,11 +210,14 @@ def _children_cpu_s() -> dict[int, float]:
     ticks = os.sysconf("SC_CLK_TCK")
     times = {}
     for child in multiprocessing.active_children():
+        pid = child.pid
+        if pid is None:  # not started
+            continue
         try:
-            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        times[child.pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        times[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return times
 
 

@@ -641,9 +641,9 @@ def scan_library(
                     source = "prefix" if family else "none"
             drafts.append((name, folder, stem, candidates, family, source))
 
-    names = Counter(d[0] for d in drafts)
+    name_counts = Counter(d[0] for d in drafts)
     for name, folder, stem, candidates, family, source in sorted(drafts, key=lambda d: natural_key(d[0])):
-        if names[name] > 1:  # e.g. "wall.png" and "wall_albedo.png" in one folder
+        if name_counts[name] > 1:  # e.g. "wall.png" and "wall_albedo.png" in one folder
             name = f"{name}/{stem or '_'}"
         material = _resolve_material(
             name, folder, candidates, family, source, scan, roughness_default, parsed_layout, deep

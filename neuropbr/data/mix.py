@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
 from itertools import accumulate
 from typing import Any
 
@@ -44,6 +44,15 @@ SHARED_KEYS = (
 
 def _named(sample: dict[str, Any], source: str) -> dict[str, Any]:
     return {**sample, "sample": f"{source}/{sample['sample']}", "material": f"{source}/{sample['material']}"}
+
+
+def _sample_count(dataset: Dataset | None) -> int:
+    """``len(dataset)``, 0 for None (torch's ``Dataset`` type declares no ``__len__``)."""
+    if dataset is None:
+        return 0
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"object of type '{type(dataset).__name__}' has no len()")
+    return len(dataset)
 
 
 class WeightedMixDataset(Dataset):
@@ -161,10 +170,10 @@ class MixDataModule(PBRDataModule):
         for module in self.sources.values():
             module.setup()
         train = {n: m.train_set for n, m in self.sources.items() if self.weights[n] > 0}
-        empty = sorted(n for n, d in train.items() if d is None or len(d) == 0)  # type: ignore[arg-type]
+        empty = sorted(n for n, d in train.items() if _sample_count(d) == 0)
         if empty:
             raise ValueError(f"data.sources {empty}: no training samples (give them weight 0 or more data)")
-        length = self.epoch_size or sum(len(d) for d in train.values())  # type: ignore[arg-type]
+        length = self.epoch_size or sum(_sample_count(d) for d in train.values())
         self.train_set = WeightedMixDataset(train, self.weights, length)  # type: ignore[arg-type]
         self.val_set = ConcatenatedDataset(
             {n: m.val_set for n, m in self.sources.items() if m.val_set is not None}  # type: ignore[misc]

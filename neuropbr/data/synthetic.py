@@ -262,6 +262,9 @@ class SyntheticDataModule(PBRDataModule):
         val_families: with ``split=family``, the families to hold out (default: seeded draw).
     """
 
+    #: Set by :meth:`setup` (None before it).
+    train_set: SyntheticDataset | None
+
     def __init__(
         self,
         *,

@@ -52,14 +52,14 @@ class LightEstimator(nn.Module):
             layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             channels = out
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.Linear(channels, 4 * width), nn.ReLU(inplace=True), nn.Linear(4 * width, 3)
-        )
+        hidden = nn.Linear(channels, 4 * width)
+        output = nn.Linear(4 * width, 3)  # built after ``hidden``: the same draws from the seed
+        self.head = nn.Sequential(hidden, nn.ReLU(inplace=True), output)
         # Start near a light straight above the centre at height ~2 (small weights, not zero, so
         # every layer gets a gradient from the first step).
         with torch.no_grad():
-            self.head[-1].weight.mul_(0.01)
-            self.head[-1].bias.copy_(torch.tensor([0.0, 0.0, 1.8]))
+            output.weight.mul_(0.01)
+            output.bias.copy_(torch.tensor([0.0, 0.0, 1.8]))
 
     def positions(self, views: Tensor) -> Tensor:
         """(B, V, 3, H, W) views in [0, 1] -> (B, V, 3) estimated key-light positions."""

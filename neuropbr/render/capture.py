@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -170,6 +171,16 @@ def lamp(position: Sequence[float], irradiance: float = 0.7 * math.pi) -> PointL
     return PointLight(pos, irradiance * dist2 / cosine)
 
 
+class _Pose(TypedDict):
+    """:class:`PerspectiveCamera` keywords of one handheld shot."""
+
+    tilt_deg: float
+    azimuth_deg: float
+    roll_deg: float
+    distance: float
+    fov_deg: float
+
+
 def handheld_setups(widen: float = 1.0) -> list[CaptureSetup]:
     """Three shots of one sample as a person with a phone takes them (fixed, for tests and demos).
 
@@ -181,7 +192,7 @@ def handheld_setups(widen: float = 1.0) -> list[CaptureSetup]:
         widen: scales the fields of view (1.3: the sample fills less of the frame, room to crop
             the square photos to 4:3).
     """
-    shots = [
+    shots: list[tuple[_Pose, tuple[float, float, float], float]] = [
         (
             {"tilt_deg": 12.0, "azimuth_deg": 30.0, "roll_deg": 8.0, "distance": 3.2, "fov_deg": 58.0},
             (1.0, 1.0, 2.5),
@@ -199,7 +210,7 @@ def handheld_setups(widen: float = 1.0) -> list[CaptureSetup]:
         ),
     ]
     return [
-        CaptureSetup(PerspectiveCamera(**{**camera, "fov_deg": camera["fov_deg"] * widen}), lamp(light), ev)
+        CaptureSetup(PerspectiveCamera(**(camera | {"fov_deg": camera["fov_deg"] * widen})), lamp(light), ev)
         for camera, light, ev in shots
     ]
 

@@ -114,7 +114,7 @@ class _Builder:
         return smoothstep(width - 0.5 * self.texel, width + 0.5 * self.texel, distance)
 
 
-def _lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+def _lerp(a: Tensor, b: Tensor, t: Tensor | float) -> Tensor:
     return a + (b - a) * t
 
 

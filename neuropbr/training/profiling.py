@@ -57,11 +57,9 @@ class BatchProfiler:
         self.cuda = device is not None and device.type == "cuda"
         self.trace_path = self.out_dir / "trace.json"
         self.table_path = self.out_dir / "key_averages.txt"
-        self._options = {
-            "record_shapes": record_shapes,
-            "profile_memory": profile_memory,
-            "with_stack": with_stack,
-        }
+        self.record_shapes = record_shapes
+        self.profile_memory = profile_memory
+        self.with_stack = with_stack
         self._profile: profile | None = None
         self._batches = 0
         self.recorded = False
@@ -72,7 +70,9 @@ class BatchProfiler:
             activities=activities,
             schedule=schedule(wait=self.wait, warmup=self.warmup, active=self.active, repeat=1),
             on_trace_ready=self._write,
-            **self._options,
+            record_shapes=self.record_shapes,
+            profile_memory=self.profile_memory,
+            with_stack=self.with_stack,
         )
         self._profile.start()
 

@@ -18,9 +18,12 @@ import datetime as dt
 import getpass
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neuropbr.utils.provenance import source_info
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 #: Config entries that name the builder of a node, not a setting.
 _BUILDER_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -65,13 +68,20 @@ def child_run_name(kind: str, number: int, values: Mapping[str, str]) -> str:
     return name if len(name) <= _MAX_NAME_LENGTH else name[: _MAX_NAME_LENGTH - 3] + "..."
 
 
+def _override_value(override: Override) -> str:
+    """The text after the first ``=`` of a parsed override (``key=1e-3,1e-4`` -> ``1e-3,1e-4``)."""
+    # The parser sets input_line on every override it returns; None only for hand-built ones.
+    assert override.input_line is not None
+    return override.input_line.split("=", 1)[1]
+
+
 def sweeps(overrides: Sequence[str]) -> dict[str, str]:
     """``{key: values}`` of the sweep overrides in ``overrides`` (``optimizer.g_lr=1e-3,1e-4`` ->
     ``{"optimizer.g_lr": "1e-3,1e-4"}``); plain overrides are left out."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return {
-        o.key_or_group: o.input_line.split("=", 1)[1]
+        o.key_or_group: _override_value(o)
         for o in OverridesParser.create().parse_overrides(list(overrides))
         if o.is_sweep_override()
     }
@@ -93,7 +103,7 @@ def swept_values(sweep_overrides: Sequence[str], job_overrides: Sequence[str]) -
     values: dict[str, str] = {}
     for override in OverridesParser.create().parse_overrides(list(job_overrides)):
         if override.key_or_group in swept:
-            values[override.key_or_group] = override.input_line.split("=", 1)[1]
+            values[override.key_or_group] = _override_value(override)
     return values
 
 

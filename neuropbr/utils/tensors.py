@@ -16,3 +16,9 @@ def unit_vectors(x: Tensor, dim: int = 1, eps: float = 1e-6) -> Tensor:
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     return x / (x * x).sum(dim=dim, keepdim=True).sqrt().clamp_min(eps)
+
+
+def spatial_size(x: Tensor) -> tuple[int, int]:
+    """``(H, W)`` of a ``(..., H, W)`` tensor, as Python ints."""
+    height, width = x.shape[-2:]
+    return int(height), int(width)
