@@ -51,7 +51,7 @@ def test_every_group_of_design_section_8_exists() -> None:
     assert {"quick_test", "lightweight", "high_quality", "fast_iteration", "normal_focused"} <= names[
         "experiment"
     ]
-    assert {"loss_weights", "learning_rates"} <= names["hparams_search"]
+    assert {"loss_weights", "learning_rates", "generalisation"} <= names["hparams_search"]
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -145,3 +145,11 @@ def test_presets_override_top_level_defaults(compose_cfg: Callable[..., DictConf
     cfg = compose_cfg("hparams_search=loss_weights")
     assert cfg.optimized_metric == "val/overall_psnr" and cfg.optimized_metric_mode.value == "max"
     assert compose_cfg().optimized_metric == "val/loss"
+
+
+def test_the_generalisation_sweep_scores_held_out_families(compose_cfg: Callable[..., DictConfig]) -> None:
+    # On top of experiment=cpu: the family split stays, skill over the baselines is maximised,
+    # and every epoch is validated so that the pruner can compare trials from the second one.
+    cfg = compose_cfg("experiment=cpu", "hparams_search=generalisation")
+    assert cfg.optimized_metric == "val/skill_db" and cfg.optimized_metric_mode.value == "max"
+    assert cfg.data.split.value == "family" and cfg.trainer.val_every_n_epochs == 1
