@@ -113,8 +113,11 @@ def test_default_uri_is_sqlite_in_working_dir(tmp_path: Path, monkeypatch: pytes
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert MlflowTracker().uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere.db")
-    assert MlflowTracker().uri == "sqlite:////elsewhere.db"
+    # Inside tmp_path: the tracker opens (and creates) the store it is given.
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    assert MlflowTracker().uri == elsewhere
 
 
 def test_tensorboard_sink_writes_scalars_and_images(tmp_path: Path) -> None:
