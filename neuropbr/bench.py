@@ -20,7 +20,7 @@ Examples::
     python -m neuropbr.bench suite=standard                   # the presets, pairs and loading
     python -m neuropbr.bench suite=full out=bench-full.json
     python -m neuropbr.bench sections=[optimisations] out=optim.json
-    python -m neuropbr.bench only=[fast_iteration/256/gan_on] repeats=3 'overrides=[trainer.channels_last=false]'
+    python -m neuropbr.bench only=[fast_iteration/256/gan_on] repeats=3 'overrides=["trainer.channels_last=false"]'
 """
 
 from __future__ import annotations

@@ -560,7 +560,8 @@ class TrainerConfig:
     ema_decay: float | None = None
     #: torch.compile the generator and discriminator (CUDA).
     compile: bool = False
-    #: channels_last memory format (CUDA).
+    #: channels_last (NHWC) memory format for the networks, on CUDA and CPU (oneDNN's convolutions
+    #: are faster in it on CPU too: experiments/benchmarks/README.md).
     channels_last: bool = True
     #: DDP; also switched on when torchrun's WORLD_SIZE > 1 is in the environment.
     distributed: bool = False

@@ -274,3 +274,38 @@ def test_resuming_with_another_precision_starts_a_fresh_loss_scale(
                           "trainer.max_epochs=2", "trainer.precision=fp16", f"trainer.resume={latest}")  # fmt: skip
     assert torch.isfinite(torch.tensor(train(resumed)))
     assert load_checkpoint(latest)["g_scaler"]  # fp16 run saved its (now enabled) scaler
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_on_cpu_stores_nhwc_and_trains_the_same(
+    compose_cfg: Callable[..., DictConfig], channels_last: bool
+) -> None:
+    """``trainer.channels_last`` (default true) applies on the CPU too: the convolutions' weights
+    are NHWC, and a training step computes the same losses as in NCHW (to float rounding)."""
+    from neuropbr.train import build_trainer
+    from neuropbr.training.distributed import DistInfo
+    from neuropbr.training.tracking import NullTracker
+    from neuropbr.utils.seeding import seed_everything
+
+    def first_step(memory_format: bool) -> tuple[torch.nn.Module, dict[str, float]]:
+        cfg = compose_cfg("experiment=smoke", "tracking=none", "trainer.gan_start_epoch=0",
+                          f"trainer.channels_last={memory_format}")  # fmt: skip
+        seed_everything(cfg.seed)
+        datamodule = build_datamodule(cfg)
+        datamodule.setup()
+        trainer = build_trainer(cfg, datamodule, torch.device("cpu"), DistInfo(), NullTracker())
+        batch = next(iter(trainer.train_loader))
+        logs = trainer.train_step(batch, gan_on=True, with_metrics=True)
+        return trainer.generator, {k: float(v) for k, v in logs.items()}
+
+    generator, logs = first_step(channels_last)
+    convs = [
+        m.weight for m in generator.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)
+    ]
+    assert convs
+    nhwc = [w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs]
+    assert all(nhwc) if channels_last else not any(nhwc)
+    _, reference = first_step(not channels_last)
+    assert logs.keys() == reference.keys()
+    for key in ("g_loss", "d_loss", "loss_l1_total"):
+        assert logs[key] == pytest.approx(reference[key], rel=1e-4, abs=1e-6), key

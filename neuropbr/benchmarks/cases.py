@@ -33,6 +33,8 @@ LIKE_FOR_LIKE: tuple[str, ...] = (
     "decoder.grad_checkpointing=true",
     "benchmark.recompute_fakes=true",
     "benchmark.per_tensor_optimizer=true",
+    # The original's NCHW tensors (ours are channels_last on CUDA and CPU).
+    "trainer.channels_last=false",
 )
 #: The original stack's single loader worker decoding PNGs.
 LIKE_FOR_LIKE_WORKERS = 1
@@ -380,6 +382,10 @@ def _cuda_workers() -> int:
     return min(8, available_cores())
 
 
+#: The networks in NCHW, as before channels_last applied on the CPU.
+NCHW = "trainer.channels_last=false"
+
+
 def _optimisation_cases(timing: Timing) -> tuple[list[TrainCase], list[Comparison]]:
     """From like-for-like to as shipped one change at a time (GAN on), plus CPU-specific changes.
 
@@ -397,19 +403,20 @@ def _optimisation_cases(timing: Timing) -> tuple[list[TrainCase], list[Compariso
         (
             "1_no_checkpointing",
             "no activation checkpointing",
-            ("benchmark.recompute_fakes=true", "benchmark.per_tensor_optimizer=true"),
+            ("benchmark.recompute_fakes=true", "benchmark.per_tensor_optimizer=true", NCHW),
             "png",
             LIKE_FOR_LIKE_WORKERS,
         ),
         (
             "2_reuse_fakes",
             "generator output reused in the D step",
-            ("benchmark.per_tensor_optimizer=true",),
+            ("benchmark.per_tensor_optimizer=true", NCHW),
             "png",
             1,
         ),
-        ("3_fused_adamw", "fused AdamW / Adam", (), "png", 1),
-        ("4_decoded_cache", "decoded cache, default workers = as shipped", (), "cache", None),
+        ("3_fused_adamw", "fused AdamW / Adam", (NCHW,), "png", 1),
+        ("4_decoded_cache", "decoded cache, default workers", (NCHW,), "cache", None),
+        ("5_channels_last", "channels_last (NHWC) on the CPU too = as shipped", (), "cache", None),
     ]
     cases = [
         TrainCase(

@@ -61,11 +61,10 @@ class Networks:
         compile: bool = False,
         channels_last: bool = True,
     ) -> None:
-        """Move to ``device`` (channels_last on CUDA), make the EMA and the scalers, wrap for
+        """Move to ``device`` (channels_last when asked), make the EMA and the scalers, wrap for
         DDP (``dist_info.enabled``) and/or ``torch.compile``."""
-        memory_format = (
-            torch.channels_last if channels_last and device.type == "cuda" else torch.preserve_format
-        )
+        # NHWC on CPU too: oneDNN's convolutions run faster in it than in NCHW.
+        memory_format = torch.channels_last if channels_last else torch.preserve_format
         self.generator = self.generator.to(device).to(memory_format=memory_format)
         if self.discriminator is not None:
             self.discriminator = self.discriminator.to(device).to(memory_format=memory_format)

@@ -75,7 +75,8 @@ class TrainerOptions:
         dist_info: DDP rank information.
         optimized_metric, metric_mode: picks ``best_model.pth`` (e.g. ``val/loss``, ``min``).
         ema_decay: EMA of the generator's weights used for validation (None = off).
-        compile, channels_last: CUDA speed-ups (compile also works on CPU, slowly).
+        compile: ``torch.compile`` the networks (a CUDA speed-up; works on CPU, slowly).
+        channels_last: NHWC memory format for the networks (CUDA and CPU).
         config: the resolved config, stored in checkpoints.
         image_dir: where validation image grids are written (None: ``images/`` beside the
             checkpoint folder).
