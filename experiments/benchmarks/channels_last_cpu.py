@@ -2,7 +2,7 @@
 
     python experiments/benchmarks/channels_last_cpu.py --repeats 2 [--cases fast_iteration/256/gan_off ...]
 
-Each measurement is one fresh ``neuropbr.benchmarks.worker`` process (the real ``Trainer.train_step``
+Each measurement is one fresh ``neuropbr.benchmarks.worker`` process (``neuropbr.bench.run_worker``) (the real ``Trainer.train_step``
 on the case's procedural data, its peak RSS its own), with ``trainer.channels_last`` false then true,
 case after case, repeated: NCHW, NHWC, NCHW, NHWC, ... so a shared machine's drift hits both. Prints
 one line per process and, per case, the medians and the ratios of the runs paired in time.
@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from neuropbr.bench import run_worker
 
 COMMON = (
     "data=synthetic",
@@ -62,18 +61,7 @@ def measure(case: str, channels_last: bool) -> tuple[float, float]:
         "fixed_batch": False,
         "threads": None,
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        job_file, result_file = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job_file.write_text(json.dumps(job))
-        process = subprocess.run(
-            [sys.executable, "-m", "neuropbr.benchmarks.worker", str(job_file), str(result_file)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        if process.returncode != 0:
-            raise SystemExit(f"{case} channels_last={channels_last} failed:\n{process.stderr[-3000:]}")
-        result = json.loads(result_file.read_text())
+    result = run_worker(job, timeout_s=1800)
     return statistics.median(result["window_samples_per_s"]), result["peak_memory_bytes"] / 2**30
 
 

@@ -26,6 +26,9 @@ from neuropbr.utils.system import available_cores
 #: dataset through the decoded cache, or procedural data rendered on the fly.
 DATA_SOURCES = ("png", "cache", "synthetic")
 
+#: The networks in NCHW, the original's layout (ours are channels_last on CUDA and CPU).
+NCHW = "trainer.channels_last=false"
+
 #: The original stack's algorithmic work (experiments/benchmarks/README.md), on top of ``experiment=fast_iteration``.
 LIKE_FOR_LIKE: tuple[str, ...] = (
     "encoder.grad_checkpointing=true",
@@ -33,8 +36,7 @@ LIKE_FOR_LIKE: tuple[str, ...] = (
     "decoder.grad_checkpointing=true",
     "benchmark.recompute_fakes=true",
     "benchmark.per_tensor_optimizer=true",
-    # The original's NCHW tensors (ours are channels_last on CUDA and CPU).
-    "trainer.channels_last=false",
+    NCHW,
 )
 #: The original stack's single loader worker decoding PNGs.
 LIKE_FOR_LIKE_WORKERS = 1
@@ -380,10 +382,6 @@ def _preset_cases(
 def _cuda_workers() -> int:
     """Loader workers on a GPU machine: enough to decode large cached samples in parallel."""
     return min(8, available_cores())
-
-
-#: The networks in NCHW, as before channels_last applied on the CPU.
-NCHW = "trainer.channels_last=false"
 
 
 def _optimisation_cases(timing: Timing) -> tuple[list[TrainCase], list[Comparison]]:
