@@ -32,9 +32,13 @@ number can be read against what predicting nothing from the views reaches:
 - ``baseline_constant_<map>_psnr`` (albedo, roughness, metallic): the training set's mean map,
   everywhere; ``baseline_flat_normal_psnr`` / ``baseline_flat_normal_angle_mean``: the normal
   (0, 0, 1) everywhere; ``baseline_view_mean_albedo_psnr``: the mean of the input views,
-  rescaled per sample to the training albedo's mean luminance (the exposure-normalised photo).
+  rescaled per sample to the training albedo's mean luminance (the exposure-normalised photo);
+  ``baseline_photo_mean_albedo_psnr``: the mean of the input views as photographed, not rescaled.
+  The photo mean keeps the views' brightness, which (lights and exposure drawn within a range)
+  says how light the material is; the view mean throws that away, as an exposure-normalising
+  encoder does.
 - Skill: ``<map>_skill_db`` = ``<map>_psnr`` minus its constant (flat for normals) baseline, in dB;
-  ``albedo_skill_db_vs_view_mean``; ``normal_angle_ratio`` = ``normal_angle_mean`` divided by the
+  ``albedo_skill_db_vs_view_mean``, ``albedo_skill_db_vs_photo_mean``; ``normal_angle_ratio`` = ``normal_angle_mean`` divided by the
   flat normal's (below 1 is better); ``skill_db``: the mean of the four ``<map>_skill_db``.
 
 PSNR stays ours: ``kornia.metrics.psnr`` pools one MSE over the whole batch and gives ``inf`` for
@@ -102,6 +106,7 @@ BASELINE_SUMMED_KEYS: tuple[str, ...] = (
     "baseline_flat_normal_mse",
     "baseline_flat_normal_angle_mean",
     "baseline_view_mean_albedo_mse",
+    "baseline_photo_mean_albedo_mse",
 )
 #: Keys of the model's metrics (see the module docstring).
 METRIC_KEYS: tuple[str, ...] = (
@@ -125,8 +130,10 @@ BASELINE_KEYS: tuple[str, ...] = (
     "baseline_flat_normal_psnr",
     "baseline_flat_normal_angle_mean",
     "baseline_view_mean_albedo_psnr",
+    "baseline_photo_mean_albedo_psnr",
     *(f"{name}_skill_db" for name in PBR_MAPS),
     "albedo_skill_db_vs_view_mean",
+    "albedo_skill_db_vs_photo_mean",
     "normal_angle_ratio",
     "skill_db",
 )
@@ -147,8 +154,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "baseline_constant_<map>_psnr": "PSNR of the training set's mean map predicted everywhere",
     "baseline_flat_normal_psnr": "PSNR of the normal (0, 0, 1) everywhere; _angle_mean: its mean angle",
     "baseline_view_mean_albedo_psnr": "PSNR of the mean input view rescaled to the training albedo's mean luminance",
+    "baseline_photo_mean_albedo_psnr": "PSNR of the mean input view as photographed (not rescaled)",
     "<map>_skill_db": "<map>_psnr minus the constant (normal: flat) baseline's PSNR, dB",
     "albedo_skill_db_vs_view_mean": "albedo_psnr minus baseline_view_mean_albedo_psnr, dB",
+    "albedo_skill_db_vs_photo_mean": "albedo_psnr minus baseline_photo_mean_albedo_psnr, dB",
     "normal_angle_ratio": "normal_angle_mean / baseline_flat_normal_angle_mean (below 1 is better)",
     "skill_db": "mean of the four <map>_skill_db",
 }
@@ -208,11 +217,17 @@ class BaselineMaps:
             "normal": constant([0.0, 0.0, 1.0]),
         }
 
-    def view_mean_albedo(self, views: Tensor, size: tuple[int, int]) -> Tensor:
-        """The exposure-normalised mean photo: (B, V, 3, h, w) views -> (B, 3, H, W) albedo guess."""
+    @staticmethod
+    def photo_mean_albedo(views: Tensor, size: tuple[int, int]) -> Tensor:
+        """The mean photo as taken: (B, V, 3, h, w) views -> (B, 3, H, W) albedo guess in [0, 1]."""
         mean_view = upcast(views).mean(dim=1)  # (B, 3, h, w)
         if mean_view.shape[-2:] != size:
             mean_view = F.interpolate(mean_view, size=size, mode="bilinear", align_corners=False)
+        return mean_view.clamp(0.0, 1.0)
+
+    def view_mean_albedo(self, views: Tensor, size: tuple[int, int]) -> Tensor:
+        """The exposure-normalised mean photo: (B, V, 3, h, w) views -> (B, 3, H, W) albedo guess."""
+        mean_view = self.photo_mean_albedo(views, size)
         luma = torch.tensor(LUMA, device=mean_view.device).view(1, 3, 1, 1)
         level = (mean_view * luma).sum(dim=1).flatten(1).mean(dim=1).clamp(min=1e-6)  # (B,)
         target_level = sum(a * k for a, k in zip(self.albedo, LUMA))
@@ -376,8 +391,12 @@ def _per_sample_metrics(
         summed["baseline_flat_normal_angle_mean"] = flat_angles.flatten(1).mean(dim=1)
         if views is None:
             raise ValueError("metrics with baselines need the input views (the view-mean albedo baseline)")
-        guess = {"albedo": baseline.view_mean_albedo(views, spatial_size(target["albedo"]))}
-        summed["baseline_view_mean_albedo_mse"] = _map_errors(guess, target, "albedo")
+        size = spatial_size(target["albedo"])
+        for kind, guess in (
+            ("view_mean", baseline.view_mean_albedo(views, size)),
+            ("photo_mean", baseline.photo_mean_albedo(views, size)),
+        ):
+            summed[f"baseline_{kind}_albedo_mse"] = _map_errors({"albedo": guess}, target, "albedo")
     return summed, angles
 
 
@@ -405,8 +424,9 @@ def _dataset_metrics(means: Mapping[str, Tensor]) -> dict[str, Tensor]:
         out["normal_angle_ratio"] = out["normal_angle_mean"] / means["baseline_flat_normal_angle_mean"].clamp(
             min=1e-6
         )
-        out["baseline_view_mean_albedo_psnr"] = psnr_from_mse(means["baseline_view_mean_albedo_mse"])
-        out["albedo_skill_db_vs_view_mean"] = out["albedo_psnr"] - out["baseline_view_mean_albedo_psnr"]
+        for kind in ("view_mean", "photo_mean"):
+            out[f"baseline_{kind}_albedo_psnr"] = psnr_from_mse(means[f"baseline_{kind}_albedo_mse"])
+            out[f"albedo_skill_db_vs_{kind}"] = out["albedo_psnr"] - out[f"baseline_{kind}_albedo_psnr"]
         out["skill_db"] = torch.stack([out[f"{name}_skill_db"] for name in PBR_MAPS]).mean()
     return out
 

@@ -301,7 +301,8 @@ def test_baselines_and_skill_match_hand_computation():
     pred["normal"] = target["normal"]
     baseline = BaselineMaps(albedo=(0.3, 0.3, 0.3), roughness=0.7, metallic=0.0)
     # Views: sample 0 a uniform grey 0.2, sample 1 0.8; the view-mean baseline rescales each to
-    # the constant albedo's luminance (0.3): its albedo guess is 0.3 everywhere, off by 0.2.
+    # the constant albedo's luminance (0.3): its albedo guess is 0.3 everywhere, off by 0.2. The
+    # photo-mean baseline takes the views as they are: 0.2 and 0.8 against 0.5, off by 0.3.
     views = torch.cat([torch.full((1, 3, 3, 8, 8), 0.2), torch.full((1, 3, 3, 8, 8), 0.8)])
     metrics = compute_map_metrics(pred, target, baseline, views)
     assert set(metrics) == set(METRIC_KEYS) | set(BASELINE_KEYS)
@@ -313,6 +314,7 @@ def test_baselines_and_skill_match_hand_computation():
     assert metrics["baseline_constant_roughness_psnr"].item() == pytest.approx(db(0.2**2), abs=1e-3)
     assert metrics["baseline_constant_metallic_psnr"].item() == pytest.approx(db(0.5**2), abs=1e-3)
     assert metrics["baseline_view_mean_albedo_psnr"].item() == pytest.approx(db(0.2**2), abs=1e-3)
+    assert metrics["baseline_photo_mean_albedo_psnr"].item() == pytest.approx(db(0.3**2), abs=1e-3)
     assert metrics["baseline_flat_normal_angle_mean"].item() == pytest.approx(20.0, abs=1e-3)
     # Flat vs tilted, encoded (n + 1) / 2: per-sample MSE = ((sin t)^2 + (1 - cos t)^2) / 12.
     flat_mse = [
@@ -323,6 +325,7 @@ def test_baselines_and_skill_match_hand_computation():
     assert metrics["albedo_skill_db"].item() == pytest.approx(pooled - db(0.04), abs=1e-3)
     assert metrics["metallic_skill_db"].item() == pytest.approx(pooled - db(0.25), abs=1e-3)
     assert metrics["albedo_skill_db_vs_view_mean"].item() == pytest.approx(pooled - db(0.04), abs=1e-3)
+    assert metrics["albedo_skill_db_vs_photo_mean"].item() == pytest.approx(pooled - db(0.09), abs=1e-3)
     assert metrics["normal_angle_ratio"].item() == pytest.approx(0.0, abs=1e-4)  # perfect normals
     skills = [metrics[f"{m}_skill_db"].item() for m in ("albedo", "roughness", "metallic", "normal")]
     assert metrics["skill_db"].item() == pytest.approx(sum(skills) / 4, abs=1e-4)
