@@ -317,7 +317,8 @@ class UNetEncoderConfig:
     norm: ConvNorm = ConvNorm.batch
     #: Recompute each level in the backward pass (saves activation memory).
     grad_checkpointing: bool = False
-    #: Scale each view to mean 0.5 first (one gain per view): removes the exposure.
+    #: Scale each view to mean 0.5 first (one gain per view): removes the exposure, and with it
+    #: how bright the photos are, the main clue to how light the material is.
     exposure_norm: bool = False
     #: Also feed each view's log-ratio to the mean of all views (6 input channels): albedo cancels,
     #: the lights' shading differences (the photometric-stereo cue for normals) remain.
@@ -379,6 +380,9 @@ class UNetHeadsDecoderConfig:
     norm: ConvNorm = ConvNorm.batch
     #: Recompute each up-block and the SR stage in the backward pass.
     grad_checkpointing: bool = False
+    #: Add the image-wide mean and max of the features (through a small MLP) at every trunk level:
+    #: material-wide properties (roughness, metallic, how light the albedo is) seen anywhere.
+    global_context: bool = False
 
 
 @dataclass

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from neuropbr.maps import PBR_CHANNELS
 from neuropbr.models.contracts import Decoder
-from neuropbr.models.decoders.unet_heads import PixelShuffleStep, UNetHeadsDecoder
+from neuropbr.models.decoders.unet_heads import GlobalContext, PixelShuffleStep, UNetHeadsDecoder
 
 from .helpers import assert_every_param_has_grad, assert_same_grads, projection_loss
 
@@ -69,6 +69,46 @@ def test_grad_flow(norm: str) -> None:
     projection_loss(decoder(fused, skips, (32, 32))).backward()
     assert_every_param_has_grad(decoder)
     assert fused.grad is not None and fused.grad.abs().sum() > 0
+
+
+def test_a_new_global_context_block_passes_its_input_through() -> None:
+    x = torch.randn(2, 8, 4, 4)
+    torch.testing.assert_close(GlobalContext(8)(x), x)
+
+
+def _randomise_global_context(decoder: UNetHeadsDecoder) -> None:
+    """Trained weights instead of the zero start, so the blocks change what they pass on."""
+    assert decoder.global_context is not None
+    torch.manual_seed(0)
+    for block in decoder.global_context:
+        nn.init.normal_(block.mlp[-1].weight, std=0.5)
+
+
+@pytest.mark.parametrize("global_context", [False, True])
+def test_global_context_lets_every_output_texel_see_the_whole_image(global_context: bool) -> None:
+    """A change at one corner of the finest skip reaches the opposite corner of the maps only
+    through the global blocks: the convolutions after that skip see a few texels around each."""
+    decoder = make_decoder("unet_like", norm="none", global_context=global_context).eval()
+    if global_context:
+        _randomise_global_context(decoder)
+    fused, skips = make_inputs(decoder, batch=1)
+    changed = [skip.clone() for skip in skips]
+    changed[0][..., 0, 0] += 10.0  # the finest skip is at full resolution: texel (0, 0)
+    with torch.no_grad():
+        before, after = decoder(fused, skips, (32, 32)), decoder(fused, changed, (32, 32))
+    far_corner_moved = (before["roughness"][..., -1, -1] - after["roughness"][..., -1, -1]).abs().max() > 1e-6
+    assert far_corner_moved == global_context
+    assert (before["roughness"][..., 0, 0] - after["roughness"][..., 0, 0]).abs().max() > 1e-6
+
+
+def test_global_context_blocks_sit_on_every_trunk_level_and_train() -> None:
+    decoder = make_decoder("resnet_like", global_context=True).train()
+    assert decoder.global_context is not None
+    assert [block.mlp[-1].out_features for block in decoder.global_context] == [IN_CHANNELS, 16, 8, 8]
+    _randomise_global_context(decoder)
+    fused, skips = make_inputs(decoder)
+    projection_loss(decoder(fused, skips, (32, 32))).backward()
+    assert_every_param_has_grad(decoder)
 
 
 @pytest.mark.parametrize("sr_scale", [1, 4])

@@ -39,6 +39,7 @@ class UpBlock(nn.Module):
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, norm: str) -> None:
         super().__init__()
+        self.out_channels = out_channels
         self.up_conv = ConvNormAct(in_channels, out_channels, 3, norm)
         self.fuse = nn.Sequential(
             ConvNormAct(out_channels + skip_channels, out_channels, 3, norm),
@@ -103,6 +104,31 @@ class SuperResolution(nn.Module):
         return self.steps(self.stem(x))
 
 
+class GlobalContext(nn.Module):
+    """Adds what the whole image says to every position of a feature map.
+
+    How rough or metallic a material is, or how light its albedo, shows in a few places (a
+    highlight, a dark metal patch) that a convolution's receptive field need not reach from every
+    texel. The features' spatial mean and max go through a small MLP into one offset per channel,
+    added everywhere: the global track of rendering-aware SVBRDF networks. The last layer starts
+    at zero, so a new block passes its input through unchanged.
+
+    Args:
+        channels: C of the (B, C, h, w) features.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * channels, channels), nn.SiLU(), nn.Linear(channels, channels))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x: (B, C, h, w). Returns: (B, C, h, w)."""
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # (B, 2C)
+        return x + self.mlp(pooled)[:, :, None, None]
+
+
 class UNetHeadsDecoder(nn.Module):
     """U-Net trunk over skips fused across views, super-resolution stage, one 1x1 head per map.
 
@@ -123,6 +149,7 @@ class UNetHeadsDecoder(nn.Module):
         sr_channels: width of the super-resolution stage (even).
         norm: ``"batch"``, ``"instance"`` or ``"none"``.
         grad_checkpointing: recompute each up-block and the SR stage in the backward pass.
+        global_context: a :class:`GlobalContext` block on the bottleneck and after each up-block.
     """
 
     def __init__(
@@ -136,6 +163,7 @@ class UNetHeadsDecoder(nn.Module):
         sr_channels: int = 64,
         norm: str = "batch",
         grad_checkpointing: bool = False,
+        global_context: bool = False,
     ) -> None:
         super().__init__()
         skip_channels, skip_reductions = list(skip_channels), list(skip_reductions)
@@ -173,6 +201,9 @@ class UNetHeadsDecoder(nn.Module):
             blocks.append(UpBlock(previous, skip, width, norm))
             previous = width
         self.up_blocks = nn.ModuleList(blocks)
+        # One block per trunk level (bottleneck, then each up-block's output), or none.
+        widths = [in_channels, *(block.out_channels for block in blocks)]
+        self.global_context = nn.ModuleList(GlobalContext(w) for w in widths) if global_context else None
         finest_reduction = skip_reductions[0] if skip_reductions else bottleneck_reduction
         self.sr = SuperResolution(previous, sr_channels, finest_reduction * sr_scale, norm)
         heads = {name: nn.Conv2d(sr_channels, c, kernel_size=1) for name, c in PBR_CHANNELS.items()}
@@ -226,8 +257,12 @@ class UNetHeadsDecoder(nn.Module):
             )
 
         x = fused  # (B, C, h, w)
-        for block, skip in zip(self.up_blocks, reversed(skips)):
+        if self.global_context is not None:
+            x = self.global_context[0](x)
+        for i, (block, skip) in enumerate(zip(self.up_blocks, reversed(skips))):
             x = self._maybe_checkpoint(block, x, skip)  # (B, C_i, H / r_i, W / r_i)
+            if self.global_context is not None:
+                x = self.global_context[i + 1](x)
         x = self._maybe_checkpoint(self.sr, x)  # (B, sr_channels, H * sr_scale, W * sr_scale)
         return {name: OUTPUT_ACTIVATIONS[name](out) for name, out in self._run_heads(x).items()}
 
