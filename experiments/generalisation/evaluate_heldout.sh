@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Score a checkpoint of `experiment=cpu` (or any family-split run) on the held-out families under
-# three input conditions, each beside the constant / flat-normal / view-mean baselines.
+# three input conditions, each beside the constant / flat-normal / view-mean / photo-mean baselines.
 #   experiments/generalisation/evaluate_heldout.sh CHECKPOINT OUT_DIR [extra evaluate overrides]
 # Writes OUT_DIR/{clean,dirty,perspective}.json and prints the Markdown table of the README.
 set -euo pipefail
