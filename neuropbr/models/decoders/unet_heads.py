@@ -119,9 +119,10 @@ class GlobalContext(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(2 * channels, channels), nn.SiLU(), nn.Linear(channels, channels))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        last = nn.Linear(channels, channels)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(nn.Linear(2 * channels, channels), nn.SiLU(), last)
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x: (B, C, h, w). Returns: (B, C, h, w)."""
