@@ -38,8 +38,9 @@ number can be read against what predicting nothing from the views reaches:
   says how light the material is; the view mean throws that away, as an exposure-normalising
   encoder does.
 - Skill: ``<map>_skill_db`` = ``<map>_psnr`` minus its constant (flat for normals) baseline, in dB;
-  ``albedo_skill_db_vs_view_mean``, ``albedo_skill_db_vs_photo_mean``; ``normal_angle_ratio`` = ``normal_angle_mean`` divided by the
-  flat normal's (below 1 is better); ``skill_db``: the mean of the four ``<map>_skill_db``.
+  ``albedo_skill_db_vs_view_mean``, ``albedo_skill_db_vs_photo_mean``; ``normal_angle_ratio`` =
+  ``normal_angle_mean`` divided by the flat normal's (below 1 is better); ``skill_db``: the mean
+  of the four ``<map>_skill_db``.
 
 PSNR stays ours: ``kornia.metrics.psnr`` pools one MSE over the whole batch and gives ``inf`` for
 identical images, while these metrics need per-sample values, the PSNR of a set's mean MSE and the
@@ -390,7 +391,9 @@ def _per_sample_metrics(
         flat_angles = normal_angular_error_deg(*map_pair(trivial, target, "normal"))
         summed["baseline_flat_normal_angle_mean"] = flat_angles.flatten(1).mean(dim=1)
         if views is None:
-            raise ValueError("metrics with baselines need the input views (the view-mean albedo baseline)")
+            raise ValueError(
+                "metrics with baselines need the input views (the view-mean and photo-mean albedo baselines)"
+            )
         size = spatial_size(target["albedo"])
         for kind, guess in (
             ("view_mean", baseline.view_mean_albedo(views, size)),
