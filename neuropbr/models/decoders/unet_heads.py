@@ -202,9 +202,11 @@ class UNetHeadsDecoder(nn.Module):
             blocks.append(UpBlock(previous, skip, width, norm))
             previous = width
         self.up_blocks = nn.ModuleList(blocks)
-        # One block per trunk level (bottleneck, then each up-block's output), or none.
+        # One block per trunk level (bottleneck, then each up-block's output); identities when off.
         widths = [in_channels, *(block.out_channels for block in blocks)]
-        self.global_context = nn.ModuleList(GlobalContext(w) for w in widths) if global_context else None
+        self.global_context = nn.ModuleList(
+            GlobalContext(w) if global_context else nn.Identity() for w in widths
+        )
         finest_reduction = skip_reductions[0] if skip_reductions else bottleneck_reduction
         self.sr = SuperResolution(previous, sr_channels, finest_reduction * sr_scale, norm)
         heads = {name: nn.Conv2d(sr_channels, c, kernel_size=1) for name, c in PBR_CHANNELS.items()}
@@ -258,12 +260,9 @@ class UNetHeadsDecoder(nn.Module):
             )
 
         x = fused  # (B, C, h, w)
-        if self.global_context is not None:
-            x = self.global_context[0](x)
-        for i, (block, skip) in enumerate(zip(self.up_blocks, reversed(skips))):
-            x = self._maybe_checkpoint(block, x, skip)  # (B, C_i, H / r_i, W / r_i)
-            if self.global_context is not None:
-                x = self.global_context[i + 1](x)
+        x = self.global_context[0](x)
+        for block, skip, context in zip(self.up_blocks, reversed(skips), self.global_context[1:]):
+            x = context(self._maybe_checkpoint(block, x, skip))  # (B, C_i, H / r_i, W / r_i)
         x = self._maybe_checkpoint(self.sr, x)  # (B, sr_channels, H * sr_scale, W * sr_scale)
         return {name: OUTPUT_ACTIVATIONS[name](out) for name, out in self._run_heads(x).items()}
 
