@@ -383,6 +383,9 @@ class UNetHeadsDecoderConfig:
     #: Add the image-wide mean and max of the features (through a small MLP) at every trunk level:
     #: material-wide properties (roughness, metallic, how light the albedo is) seen anywhere.
     global_context: bool = False
+    #: The albedo head predicts a correction (in logit space) to the mean of the input photos,
+    #: starting from it: the photos as taken already say most of the albedo.
+    albedo_from_photos: bool = False
 
 
 @dataclass
@@ -426,6 +429,7 @@ class LossConfig:
     weights: dict[str, float] = field(
         default_factory=lambda: {
             "l1": 1.0,
+            "mse": 0.0,
             "ssim": 0.3,
             "normal": 0.5,
             "gan": 0.05,
@@ -438,6 +442,9 @@ class LossConfig:
     map_weights: dict[str, float] = field(
         default_factory=lambda: {"albedo": 1.0, "roughness": 1.0, "metallic": 1.0, "normal": 1.0}
     )
+    #: Maps the squared-error term (``weights.mse``) compares: PSNR rewards predicting the mean
+    #: where the photos leave a map uncertain, which L1 (the median) does not.
+    mse_maps: list[str] = field(default_factory=lambda: ["roughness", "metallic"])
     ssim_maps: list[str] = field(default_factory=lambda: ["albedo"])
     ssim_window: int = 11
     gan_type: GanLoss = GanLoss.hinge

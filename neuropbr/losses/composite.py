@@ -20,6 +20,7 @@ from neuropbr.losses.precision import autocast_off
 from neuropbr.losses.reconstruction import (
     LightDirectionLoss,
     NormalAngularLoss,
+    SquaredErrorLoss,
     SSIMLoss,
     WeightedL1Loss,
     check_map_names,
@@ -29,10 +30,11 @@ from neuropbr.losses.rendering import RenderingLoss
 logger = logging.getLogger(__name__)
 
 #: Every term a composite loss knows, in the order they are computed and reported.
-TERM_NAMES: tuple[str, ...] = ("l1", "ssim", "normal", "gan", "perceptual", "render", "light")
+TERM_NAMES: tuple[str, ...] = ("l1", "mse", "ssim", "normal", "gan", "perceptual", "render", "light")
 #: The guide's default weights (perceptual and rendering off).
 DEFAULT_WEIGHTS: dict[str, float] = {
     "l1": 1.0,
+    "mse": 0.0,
     "ssim": 0.3,
     "normal": 0.5,
     "gan": 0.05,
@@ -119,9 +121,10 @@ class CompositeLoss(nn.Module):
 
         Returns:
             ``(total, values)``: ``total`` a float32 scalar with gradient; ``values`` the
-            UNWEIGHTED value of each computed term under its name (``l1``, ``ssim``, ``normal``,
-            ``gan``, ``perceptual``, ``render``, ``light``) plus ``l1_albedo``, ``l1_roughness``,
-            ``l1_metallic``, ``l1_normal`` when ``l1`` is on. Tensors, not detached.
+            UNWEIGHTED value of each computed term under its name (``l1``, ``mse``, ``ssim``,
+            ``normal``, ``gan``, ``perceptual``, ``render``, ``light``) plus ``l1_albedo``,
+            ``l1_roughness``, ``l1_metallic``, ``l1_normal`` when ``l1`` is on and ``mse_<map>``
+            for each of ``mse_maps`` when ``mse`` is on. Tensors, not detached.
         """
         values: dict[str, Tensor] = {}
         weighted: list[Tensor] = []
@@ -151,6 +154,7 @@ class CompositeLoss(nn.Module):
 def build_loss(
     weights: Mapping[str, float] | None = None,
     map_weights: Mapping[str, float] | None = None,
+    mse_maps: Sequence[str] = ("roughness", "metallic"),
     ssim_maps: Sequence[str] = ("albedo",),
     ssim_window: int = 11,
     gan_type: str = "hinge",
@@ -165,6 +169,7 @@ def build_loss(
         weights: ``{term: weight}`` over :data:`TERM_NAMES` (default :data:`DEFAULT_WEIGHTS`);
             missing terms are 0; unknown names and negative weights raise ``ValueError``.
         map_weights: per-map weights of the L1 term (the guide's ``w_albedo``, ...), missing = 1.
+        mse_maps: maps the squared-error term compares.
         ssim_maps: maps the SSIM term compares.
         ssim_window: odd SSIM window size.
         gan_type: ``hinge``, ``bce`` or ``lsgan``.
@@ -180,6 +185,7 @@ def build_loss(
     check_map_names(list(map_weights or {}), "loss.map_weights")  # even when l1 is off: a typo is a typo
     factories: dict[str, Callable[[], nn.Module]] = {
         "l1": lambda: WeightedL1Loss(map_weights),
+        "mse": lambda: SquaredErrorLoss(mse_maps),
         "ssim": lambda: SSIMLoss(ssim_maps, ssim_window),
         "normal": NormalAngularLoss,
         "perceptual": lambda: PerceptualLoss(perceptual_maps, perceptual_weights),

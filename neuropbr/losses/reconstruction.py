@@ -1,4 +1,4 @@
-"""Reconstruction terms: per-map weighted L1, SSIM and normal angular consistency.
+"""Reconstruction terms: per-map weighted L1, squared error, SSIM and normal angular consistency.
 
 Each term is a function plus an ``nn.Module`` (callable directly in tests, composed by name).
 The modules take the map dicts of neuropbr/maps.py (``{"albedo": (B, 3, H, W) in [0, 1],
@@ -118,6 +118,47 @@ class WeightedL1Loss(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """See :func:`weighted_l1_loss`."""
         return weighted_l1_loss(pred, target, self.map_weights)
+
+
+# --- squared error ------------------------------------------------------------------------------
+
+
+class SquaredErrorLoss(nn.Module):
+    """The ``mse`` term: mean squared error summed over the chosen maps, normals in [0, 1].
+
+    L1 is minimised by the median of what a texel could be, squared error by the mean. Where the
+    photos leave a map uncertain (is this patch metal? how rough is this material?) the median
+    commits to one answer, often the wrong one, while the mean hedges; PSNR, the metric every
+    map but the normal is scored by, is a squared error, so it rewards the hedge.
+
+    Args:
+        maps: map names (``loss.mse_maps``).
+
+    Example:
+        >>> import torch
+        >>> pred = {"metallic": torch.full((1, 1, 4, 4), 0.5)}
+        >>> target = {"metallic": torch.ones(1, 1, 4, 4)}
+        >>> total, per_map = SquaredErrorLoss(["metallic"])(pred, target)
+        >>> float(total), float(per_map["metallic"])
+        (0.25, 0.25)
+    """
+
+    def __init__(self, maps: Sequence[str] = ("roughness", "metallic")) -> None:
+        super().__init__()
+        if not maps:
+            raise ValueError("loss.mse_maps is empty; list at least one map or set loss.weights.mse=0")
+        check_map_names(maps, "loss.mse_maps")
+        self.maps = list(maps)
+
+    def forward(
+        self, pred: Mapping[str, Tensor], target: Mapping[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(sum over maps of the mean squared error, {map: its mean squared error})``."""
+        per_map: dict[str, Tensor] = {}
+        for name in self.maps:
+            p, t = map_pair(pred, target, name)
+            per_map[name] = (map_to_unit_range(name, p) - map_to_unit_range(name, t)).square().mean()
+        return torch.stack(list(per_map.values())).sum(), per_map
 
 
 # --- SSIM --------------------------------------------------------------------------------------

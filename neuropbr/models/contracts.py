@@ -50,13 +50,18 @@ class Decoder(Protocol):
     """``(fused (B, C, h, w), skips finest-first [(B, C_i, H_i, W_i)], image_size) -> maps``.
 
     Returns ``{name: (B, PBR_CHANNELS[name], H * sr_scale, W * sr_scale)}`` with output
-    activations applied (sigmoid; L2-normalised normals).
+    activations applied (sigmoid; L2-normalised normals). ``albedo_prior`` (B, 3, H, W), the mean
+    of the input photos, is passed when the decoder's ``albedo_from_photos`` is set.
     """
 
     sr_scale: int
 
     def __call__(
-        self, fused: Tensor, skips: list[Tensor], image_size: tuple[int, int]
+        self,
+        fused: Tensor,
+        skips: list[Tensor],
+        image_size: tuple[int, int],
+        albedo_prior: Tensor | None = None,
     ) -> dict[str, Tensor]: ...
 
 

@@ -41,6 +41,9 @@ class PBRGenerator(nn.Module):
     With a ``light_estimator`` (``encoder.light_estimation=true``), each view enters the encoder
     with 3 more channels: the estimated direction towards its key light at every pixel.
 
+    A decoder with ``albedo_from_photos`` also gets the mean of the views as photographed, which
+    its albedo head corrects.
+
     Args:
         encoder: see :class:`~neuropbr.models.contracts.Encoder`.
         fusion: see :class:`~neuropbr.models.contracts.Fusion`.
@@ -75,6 +78,7 @@ class PBRGenerator(nn.Module):
         dims = check_shape(views, "B V 3 H W", "views")
         batch, num_views = dims["B"], dims["V"]
         light = self.light_estimator(views) if self.light_estimator is not None else None
+        photo_mean = views.mean(dim=1) if getattr(self.decoder, "albedo_from_photos", False) else None
         channels = [views]
         if getattr(self.encoder, "shading_ratio", False):
             channels.append(shading_ratio(views))  # (B, V, 3, H, W)
@@ -94,7 +98,7 @@ class PBRGenerator(nn.Module):
             features = [f.unflatten(0, (batch, num_views)) for f in features]  # [(B, V, C_i, h_i, w_i)]
         fused = self.fusion(features[-1])  # (B, C, h, w)
         skips = [f.mean(dim=1) for f in features[:-1]]  # [(B, C_i, h_i, w_i)]
-        maps = self.decoder(fused, skips, (dims["H"], dims["W"]))
+        maps = self.decoder(fused, skips, (dims["H"], dims["W"]), albedo_prior=photo_mean)
         if light is not None and self.training:  # eval (validation, inference, export): the maps only
             maps["light"] = light
         return maps

@@ -88,13 +88,18 @@ def test_discriminator_loss_follows_gan_type(gan_type):
     [
         (
             {"weights": {"l1": 1.0, "sssim": 0.3}},
-            r"loss.weights: unknown term\(s\) \['sssim'\]; valid terms: \['l1', 'ssim'",
+            r"loss.weights: unknown term\(s\) \['sssim'\]; valid terms: \['l1', 'mse', 'ssim'",
         ),
         ({"weights": {"l1": 1.0, "ssim": -0.1}}, "loss.weights.ssim must be >= 0, got -0.1"),
         ({"weights": {"l1": 0.0, "gan": 1.0}}, "every reconstruction term is 0"),
         ({"map_weights": {"normals": 1.0}}, r"loss.map_weights: unknown map\(s\) \['normals'\]"),
         ({"weights": {"l1": 0.0, "normal": 1.0}, "map_weights": {"normals": 1.0}}, "loss.map_weights"),
         ({"gan_type": "wgan"}, "loss.gan_type='wgan'"),
+        (
+            {"weights": {"mse": 1.0}, "mse_maps": ["metalness"]},
+            r"loss.mse_maps: unknown map\(s\) \['metalness'\]",
+        ),
+        ({"weights": {"mse": 1.0}, "mse_maps": []}, "loss.mse_maps is empty"),
     ],
 )
 def test_bad_configuration_is_named(kwargs, match):

@@ -8,6 +8,7 @@ from torch.autograd import gradcheck
 
 from neuropbr.losses.reconstruction import (
     NormalAngularLoss,
+    SquaredErrorLoss,
     SSIMLoss,
     WeightedL1Loss,
     map_to_unit_range,
@@ -49,6 +50,38 @@ def test_l1_reference_values_normals_in_unit_range():
     for name, value in expected.items():
         assert per_map[name].item() == pytest.approx(value, abs=1e-12)
     assert total.item() == pytest.approx(2.0 * 0.1 + 0.2 + 0.0 + 3.0 / 3.0, abs=1e-12)
+
+
+# --- squared error -------------------------------------------------------------------------------
+
+
+def test_squared_error_reference_values_normals_in_unit_range():
+    pred = constant_maps(0.5, 0.3, 1.0, (0.0, 0.0, 1.0))
+    target = constant_maps(0.4, 0.5, 0.0, (1.0, 0.0, 0.0))
+    total, per_map = SquaredErrorLoss(["albedo", "roughness", "metallic", "normal"])(pred, target)
+    # Encoded normals (0.5, 0.5, 1) vs (1, 0.5, 0.5): squared differences 0.25, 0, 0.25.
+    expected = {"albedo": 0.01, "roughness": 0.04, "metallic": 1.0, "normal": 0.5 / 3.0}
+    for name, value in expected.items():
+        assert per_map[name].item() == pytest.approx(value, abs=1e-12)
+    assert total.item() == pytest.approx(sum(expected.values()), abs=1e-12)
+    total, per_map = SquaredErrorLoss()(pred, target)  # default: roughness and metallic only
+    assert sorted(per_map) == ["metallic", "roughness"] and total.item() == pytest.approx(1.04, abs=1e-12)
+
+
+def test_squared_error_hedges_where_l1_commits():
+    """The best constant guess for a map that is metal on 30 % of its texels: the mean (0.3)
+    under squared error, the median (0: dielectric) under L1. The mean scores the higher PSNR."""
+    target = constant_maps(0.5, 0.5, 0.0, (0.0, 0.0, 1.0), size=10)
+    target["metallic"] = (torch.arange(100) < 30).double().view(1, 1, 10, 10)
+    only_metallic = {"albedo": 0.0, "roughness": 0.0, "metallic": 1.0, "normal": 0.0}
+    guesses = [g / 100 for g in range(101)]
+
+    def best_guess(loss) -> float:
+        values = [float(loss(constant_maps(0.5, 0.5, g, (0.0, 0.0, 1.0), size=10))) for g in guesses]
+        return guesses[values.index(min(values))]
+
+    assert best_guess(lambda pred: SquaredErrorLoss(["metallic"])(pred, target)[0]) == pytest.approx(0.3)
+    assert best_guess(lambda pred: weighted_l1_loss(pred, target, only_metallic)[0]) == 0.0
 
 
 def test_map_to_unit_range_encodes_only_normals():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuropbr.maps import PBR_CHANNELS
@@ -109,6 +110,34 @@ def test_global_context_blocks_sit_on_every_trunk_level_and_train() -> None:
     fused, skips = make_inputs(decoder)
     projection_loss(decoder(fused, skips, (32, 32))).backward()
     assert_every_param_has_grad(decoder)
+
+
+@pytest.mark.parametrize("sr_scale", [1, 2])
+def test_albedo_from_photos_starts_at_the_photos_mean(sr_scale: int) -> None:
+    decoder = make_decoder(sr_scale=sr_scale, albedo_from_photos=True).eval()
+    fused, skips = make_inputs(decoder)
+    photos = torch.rand(2, 3, 32, 32) * 0.9 + 0.05  # inside the logit's clamp margin
+    with torch.no_grad():
+        albedo = decoder(fused, skips, (32, 32), albedo_prior=photos)["albedo"]
+    size = (32 * sr_scale, 32 * sr_scale)
+    expected = (
+        photos if sr_scale == 1 else F.interpolate(photos, size=size, mode="bilinear", align_corners=False)
+    )
+    torch.testing.assert_close(albedo, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_albedo_from_photos_learns_a_correction_and_needs_the_photos() -> None:
+    decoder = make_decoder(albedo_from_photos=True).train()
+    fused, skips = make_inputs(decoder)
+    photos = torch.rand(2, 3, 32, 32)
+    maps = decoder(fused, skips, (32, 32), albedo_prior=photos)
+    maps["albedo"].square().mean().backward()
+    head = decoder.heads["albedo"]
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0  # the correction trains
+    with pytest.raises(ValueError, match=r"decoder.albedo_from_photos=true: the decoder needs albedo_prior"):
+        decoder(fused, skips, (32, 32))
+    with pytest.raises(ValueError, match=r"decoder albedo_prior: expected \(B=2, 3, H=32, W=32\)"):
+        decoder(fused, skips, (32, 32), albedo_prior=photos[:, :, :16])
 
 
 @pytest.mark.parametrize("sr_scale", [1, 4])

@@ -220,6 +220,27 @@ def test_generator_with_shading_ratio_is_order_independent_and_trains() -> None:
     assert_every_param_has_grad(generator)
 
 
+def test_albedo_from_photos_starts_at_the_mean_of_the_views_and_trains() -> None:
+    encoder = UNetEncoder(channels=[4, 8, 8])
+    decoder = UNetHeadsDecoder(
+        in_channels=8,
+        skip_channels=[4, 8],
+        skip_reductions=[1, 2],
+        bottleneck_reduction=4,
+        channels=[8, 4],
+        sr_channels=4,
+        albedo_from_photos=True,
+    )
+    generator = PBRGenerator(encoder, MaxFusion(in_channels=8), decoder).eval()
+    views = torch.rand(2, 3, 3, 16, 16) * 0.9 + 0.05  # (B, V, 3, H, W), inside the logit's clamp margin
+    with torch.no_grad():
+        albedo = generator(views)["albedo"]
+    torch.testing.assert_close(albedo, views.mean(dim=1), atol=1e-5, rtol=1e-5)
+    generator.train()
+    projection_loss(generator(views)).backward()
+    assert_every_param_has_grad(generator)
+
+
 def _stacked_generator(views: int, **encoder_kwargs: object) -> PBRGenerator:
     encoder = UNetEncoder(channels=[4, 8, 8], stacked_views=views, **encoder_kwargs)  # type: ignore[arg-type]
     decoder = UNetHeadsDecoder(

@@ -130,6 +130,24 @@ class GlobalContext(nn.Module):
         return x + self.mlp(pooled)[:, :, None, None]
 
 
+def photo_logits(photos: Tensor, size: tuple[int, int] | torch.Size, margin: float = 0.01) -> Tensor:
+    """The albedo head's starting point with ``albedo_from_photos``: the logit of the photos' mean.
+
+    Args:
+        photos: (B, 3, H, W) in [0, 1].
+        size: output (H', W'); the photos are resized bilinearly when it differs (``sr_scale``).
+        margin: clamp to ``[margin, 1 - margin]`` first, so black or blown-out texels stay finite
+            and a correction can still move them.
+
+    Returns:
+        (B, 3, H', W').
+    """
+    if photos.shape[-2:] != tuple(size):
+        photos = F.interpolate(photos, size=tuple(size), mode="bilinear", align_corners=False)
+    photos = photos.clamp(margin, 1.0 - margin)
+    return torch.log(photos) - torch.log1p(-photos)  # logit, in ops every export target has
+
+
 class UNetHeadsDecoder(nn.Module):
     """U-Net trunk over skips fused across views, super-resolution stage, one 1x1 head per map.
 
@@ -151,6 +169,9 @@ class UNetHeadsDecoder(nn.Module):
         norm: ``"batch"``, ``"instance"`` or ``"none"``.
         grad_checkpointing: recompute each up-block and the SR stage in the backward pass.
         global_context: a :class:`GlobalContext` block on the bottleneck and after each up-block.
+        albedo_from_photos: the albedo head predicts a correction, in logit space, to the mean
+            of the input photos (``albedo_prior`` of :meth:`forward`) instead of the albedo
+            itself: it starts at that mean, a strong baseline, and learns what shading to remove.
     """
 
     def __init__(
@@ -165,6 +186,7 @@ class UNetHeadsDecoder(nn.Module):
         norm: str = "batch",
         grad_checkpointing: bool = False,
         global_context: bool = False,
+        albedo_from_photos: bool = False,
     ) -> None:
         super().__init__()
         skip_channels, skip_reductions = list(skip_channels), list(skip_reductions)
@@ -195,6 +217,7 @@ class UNetHeadsDecoder(nn.Module):
         self.bottleneck_reduction = bottleneck_reduction
         self.sr_scale = sr_scale
         self.grad_checkpointing = grad_checkpointing
+        self.albedo_from_photos = albedo_from_photos
 
         blocks = []
         previous = in_channels
@@ -213,6 +236,9 @@ class UNetHeadsDecoder(nn.Module):
         # Start from flat normals (+z): a zero-mean random head points half its normals into the
         # surface, and the first epochs would be spent learning which way is up.
         heads["normal"].bias = nn.Parameter(torch.tensor([0.0, 0.0, 1.0]))
+        if albedo_from_photos:  # start exactly at the photos' mean: a zero correction
+            nn.init.zeros_(heads["albedo"].weight)
+            nn.init.zeros_(heads["albedo"].bias)
         self.heads = nn.ModuleDict(heads)
 
     def _maybe_checkpoint(self, module: nn.Module, *args: Tensor) -> Tensor:
@@ -220,7 +246,13 @@ class UNetHeadsDecoder(nn.Module):
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
 
-    def forward(self, fused: Tensor, skips: list[Tensor], image_size: tuple[int, int]) -> dict[str, Tensor]:
+    def forward(
+        self,
+        fused: Tensor,
+        skips: list[Tensor],
+        image_size: tuple[int, int],
+        albedo_prior: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """Decode the maps.
 
         Args:
@@ -228,6 +260,8 @@ class UNetHeadsDecoder(nn.Module):
             skips: ``[(B, skip_channels[i], H / skip_reductions[i], W / skip_reductions[i])]``,
                 finest first.
             image_size: (H, W) of the input views, divisible by ``bottleneck_reduction``.
+            albedo_prior: (B, 3, H, W) in [0, 1], the mean of the input photos; required with
+                ``albedo_from_photos`` (the albedo is a correction to it), ignored without.
 
         Returns:
             ``{name: (B, PBR_CHANNELS[name], H * sr_scale, W * sr_scale)}`` with output activations.
@@ -264,7 +298,16 @@ class UNetHeadsDecoder(nn.Module):
         for block, skip, context in zip(self.up_blocks, reversed(skips), self.global_context[1:]):
             x = context(self._maybe_checkpoint(block, x, skip))  # (B, C_i, H / r_i, W / r_i)
         x = self._maybe_checkpoint(self.sr, x)  # (B, sr_channels, H * sr_scale, W * sr_scale)
-        return {name: OUTPUT_ACTIVATIONS[name](out) for name, out in self._run_heads(x).items()}
+        raw = self._run_heads(x)
+        if self.albedo_from_photos:
+            if albedo_prior is None:
+                raise ValueError(
+                    "decoder.albedo_from_photos=true: the decoder needs albedo_prior, the mean of the "
+                    "input photos (B, 3, H, W); PBRGenerator passes it"
+                )
+            check_shape(albedo_prior, "B 3 H W", "decoder albedo_prior", B=batch, H=height, W=width)
+            raw["albedo"] = raw["albedo"] + photo_logits(albedo_prior, raw["albedo"].shape[-2:])
+        return {name: OUTPUT_ACTIVATIONS[name](out) for name, out in raw.items()}
 
     def _run_heads(self, x: Tensor) -> dict[str, Tensor]:
         """The four 1x1 heads as one conv with their weights stacked: one pass over the
