@@ -102,7 +102,7 @@ def test_tracking_options_build(compose_cfg: Callable[..., DictConfig], tmp_path
 @pytest.mark.parametrize("option", sorted(o for g, o in OPTIONS if g == "loss" and o != "photographic"))
 def test_losses_build(compose_cfg: Callable[..., DictConfig], option: str) -> None:
     loss = build_loss(compose_cfg(f"loss={option}"))
-    assert set(loss.weights) == {"l1", "ssim", "normal", "gan", "perceptual", "render", "light"}
+    assert set(loss.weights) == {"l1", "mse", "ssim", "normal", "gan", "perceptual", "render", "light"}
 
 
 def test_data_options_build(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:

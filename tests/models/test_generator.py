@@ -199,8 +199,8 @@ def test_shading_ratio_cancels_albedo_and_exposure() -> None:
     assert shading_ratio(torch.rand(2, 1, 3, 8, 8)).abs().max() == 0  # one view: nothing to compare
 
 
-def test_generator_with_shading_ratio_is_order_independent_and_trains() -> None:
-    encoder = UNetEncoder(channels=[4, 8, 8], exposure_norm=True, shading_ratio=True)
+def _small_unet_generator(encoder: UNetEncoder, **decoder_kwargs: bool) -> PBRGenerator:
+    """``encoder`` (channels [4, 8, 8]) with max fusion and a 2-level decoder of widths 8 and 4."""
     decoder = UNetHeadsDecoder(
         in_channels=8,
         skip_channels=[4, 8],
@@ -208,8 +208,14 @@ def test_generator_with_shading_ratio_is_order_independent_and_trains() -> None:
         bottleneck_reduction=4,
         channels=[8, 4],
         sr_channels=4,
+        **decoder_kwargs,
     )
-    generator = PBRGenerator(encoder, MaxFusion(in_channels=8), decoder).eval()
+    return PBRGenerator(encoder, MaxFusion(in_channels=8), decoder)
+
+
+def test_generator_with_shading_ratio_is_order_independent_and_trains() -> None:
+    encoder = UNetEncoder(channels=[4, 8, 8], exposure_norm=True, shading_ratio=True)
+    generator = _small_unet_generator(encoder).eval()
     views = torch.rand(2, 3, 3, 16, 16)
     with torch.no_grad():
         a, b = generator(views), generator(views[:, [2, 0, 1]])
@@ -221,17 +227,7 @@ def test_generator_with_shading_ratio_is_order_independent_and_trains() -> None:
 
 
 def test_albedo_from_photos_starts_at_the_mean_of_the_views_and_trains() -> None:
-    encoder = UNetEncoder(channels=[4, 8, 8])
-    decoder = UNetHeadsDecoder(
-        in_channels=8,
-        skip_channels=[4, 8],
-        skip_reductions=[1, 2],
-        bottleneck_reduction=4,
-        channels=[8, 4],
-        sr_channels=4,
-        albedo_from_photos=True,
-    )
-    generator = PBRGenerator(encoder, MaxFusion(in_channels=8), decoder).eval()
+    generator = _small_unet_generator(UNetEncoder(channels=[4, 8, 8]), albedo_from_photos=True).eval()
     views = torch.rand(2, 3, 3, 16, 16) * 0.9 + 0.05  # (B, V, 3, H, W), inside the logit's clamp margin
     with torch.no_grad():
         albedo = generator(views)["albedo"]
