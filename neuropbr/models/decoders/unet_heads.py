@@ -238,7 +238,7 @@ class UNetHeadsDecoder(nn.Module):
         heads["normal"].bias = nn.Parameter(torch.tensor([0.0, 0.0, 1.0]))
         if albedo_from_photos:  # start exactly at the photos' mean: a zero correction
             nn.init.zeros_(heads["albedo"].weight)
-            nn.init.zeros_(heads["albedo"].bias)
+            heads["albedo"].bias = nn.Parameter(torch.zeros(PBR_CHANNELS["albedo"]))
         self.heads = nn.ModuleDict(heads)
 
     def _maybe_checkpoint(self, module: nn.Module, *args: Tensor) -> Tensor:
