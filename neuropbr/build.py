@@ -10,6 +10,7 @@ build time, so no config key has to match another by hand.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -36,6 +37,8 @@ from neuropbr.training.tracking import NullTracker, Tracker
 from neuropbr.training.trainer import Trainer
 from neuropbr.utils.choices import choice
 from neuropbr.utils.plain_config import plain_dict
+
+logger = logging.getLogger(__name__)
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -69,7 +72,15 @@ def build_discriminator(cfg: DictConfig) -> nn.Module | None:
 
 def build_loss(cfg: DictConfig) -> CompositeLoss:
     """The composite loss of ``cfg.loss``."""
-    return instantiate(cfg.loss)
+    loss = instantiate(cfg.loss)
+    if loss.uses_gan and cfg.discriminator.get("_target_") is None:
+        # The loss presets keep the guide's gan weight; without a discriminator no fake logits
+        # ever reach the loss, so say so next to the "Loss: {...}" line that lists the weight.
+        logger.info(
+            "loss.weights.gan=%g has no effect: discriminator=none (no adversarial term is computed)",
+            loss.weights["gan"],
+        )
+    return loss
 
 
 def build_datamodule(cfg: DictConfig) -> Any:

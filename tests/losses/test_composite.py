@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,14 @@ def test_preset_trains(compose_cfg, make_maps, preset):
         loss(maps(), target)[0].backward()
         optimizer.step()
     assert loss(maps(), target)[0].item() < 0.5 * first
+
+
+def test_inert_gan_weight_is_said_without_a_discriminator(compose_cfg, caplog):
+    with caplog.at_level(logging.INFO, logger="neuropbr.build"):
+        build_loss_from_cfg(compose_cfg("discriminator=none"))
+    assert "loss.weights.gan=0.05 has no effect: discriminator=none" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="neuropbr.build"):
+        build_loss_from_cfg(compose_cfg("discriminator=none", "loss.weights.gan=0"))
+        build_loss_from_cfg(compose_cfg())  # the default has a discriminator: the weight is live
+    assert "has no effect" not in caplog.text
