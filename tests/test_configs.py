@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from neuropbr.build import build_datamodule, build_loss, instantiate
 from neuropbr.config import config_dir
@@ -153,3 +153,17 @@ def test_the_generalisation_sweep_scores_held_out_families(compose_cfg: Callable
     cfg = compose_cfg("experiment=cpu", "hparams_search=generalisation")
     assert cfg.optimized_metric == "val/skill_db" and cfg.optimized_metric_mode.value == "max"
     assert cfg.data.split.value == "family" and cfg.trainer.val_every_n_epochs == 1
+
+
+@pytest.mark.parametrize(
+    ("preset", "base"),
+    [("loss_weights", ()), ("learning_rates", ()), ("generalisation", ("experiment=cpu",))],
+)
+def test_every_searched_parameter_is_a_config_key(
+    compose_cfg: Callable[..., DictConfig], preset: str, base: tuple[str, ...]
+) -> None:
+    # A typo in a search space would otherwise surface only when the first trial starts.
+    params = OmegaConf.load(Path(config_dir(), "hparams_search", f"{preset}.yaml")).hydra.sweeper.params
+    cfg = compose_cfg(*base, f"hparams_search={preset}")
+    missing = [key for key in params if OmegaConf.select(cfg, key) is None]
+    assert params and not missing, f"hparams_search={preset} searches keys the config lacks: {missing}"

@@ -5,7 +5,7 @@
 
 One row per trial (MLflow child run tagged ``optuna_trial``): its Optuna state, the epoch where
 ``val/skill_db`` was best, the skill, and each map's score beside its baseline (albedo beside the
-constant and the view mean, roughness and metallic beside the constant, the normal angle beside
+constant, the view mean and the photo mean (nan where a run predates it), roughness and metallic beside the constant, the normal angle beside
 the flat normal's), then the sampled parameters.
 """
 
@@ -19,9 +19,13 @@ from mlflow.tracking import MlflowClient
 #: (column, metric, baselines): the model's value first, then its baselines, at the same epoch.
 COLUMNS = (
     (
-        "albedo dB (model / const / view mean)",
+        "albedo dB (model / const / view mean / photo mean)",
         "albedo_psnr",
-        ("baseline_constant_albedo_psnr", "baseline_view_mean_albedo_psnr"),
+        (
+            "baseline_constant_albedo_psnr",
+            "baseline_view_mean_albedo_psnr",
+            "baseline_photo_mean_albedo_psnr",
+        ),
     ),
     ("roughness dB (model / const)", "roughness_psnr", ("baseline_constant_roughness_psnr",)),
     ("metallic dB (model / const)", "metallic_psnr", ("baseline_constant_metallic_psnr",)),
@@ -44,7 +48,7 @@ def trial_rows(client: MlflowClient, experiment_id: str, study: str) -> list[str
         for _, key, baselines in COLUMNS:
             for name in (key, *baselines):
                 values = {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"val/{name}")}
-                at_best[name] = values.get(best.step, float("nan"))
+                at_best[name] = values.get(best.step, float("nan"))  # nan: not logged then
         params = {k: v for k, v in run.data.params.items() if k in SEARCHED}
         cells = [
             run.data.tags["optuna_trial"],
@@ -63,6 +67,7 @@ SEARCHED = (
     "loss.weights.ssim",
     "loss.weights.normal",
     "loss.weights.render",
+    "loss.weights.mse",
     "optimizer.g_lr",
 )
 
