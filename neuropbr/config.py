@@ -216,6 +216,9 @@ class SyntheticDataConfig(DataConfig):
     #: Serve each training sample's key-light direction per pixel of each view (maps["light"]),
     #: the target of the ``light`` loss term (needs data.camera=aligned).
     light_targets: bool = False
+    #: ``[low, high]`` stops: each sample's views are all exposed brighter or darker by one draw
+    #: from this range, on top of their own -1..+1 EV (a camera that meters differently; null: none).
+    exposure_shift_ev: list[float] | None = None
 
 
 @dataclass

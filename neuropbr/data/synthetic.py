@@ -28,6 +28,7 @@ from neuropbr.render.scene import (
     CAMERAS,
     VARIANTS,
     SyntheticGenerator,
+    check_exposure_shift,
     check_light_setups,
     key_light_directions,
     upsample_light_directions,
@@ -260,6 +261,8 @@ class SyntheticDataModule(PBRDataModule):
             (:class:`RenderedSamples`); without it every epoch renders every sample again.
         split: ``material`` or ``family`` (hold out whole procedural families).
         val_families: with ``split=family``, the families to hold out (default: seeded draw).
+        exposure_shift_ev: ``[low, high]`` stops every view of a sample is shifted by, one draw per
+            sample (see :func:`~neuropbr.render.scene.draw_sample`); None: no shift.
     """
 
     #: Set by :meth:`setup` (None before it).
@@ -290,6 +293,7 @@ class SyntheticDataModule(PBRDataModule):
         relief_tilt_deg: Sequence[float] | None = None,
         light_setups: Mapping[str, float] | None = None,
         light_targets: bool = False,
+        exposure_shift_ev: Sequence[float] | None = None,
     ) -> None:
         super().__init__(
             resolution=resolution,
@@ -320,6 +324,7 @@ class SyntheticDataModule(PBRDataModule):
             raise ValueError(f"data.artifact_strength={artifact_strength}: expected >= 0")
         check_relief_range(relief_tilt_deg, "data.relief_tilt_deg")
         check_light_setups(light_setups, "data.light_setups")
+        check_exposure_shift(exposure_shift_ev, "data.exposure_shift_ev")
         if light_targets and camera != "aligned":
             raise ValueError(
                 f"data.light_targets=true with data.camera={camera}: the key-light direction maps are "
@@ -354,6 +359,7 @@ class SyntheticDataModule(PBRDataModule):
             samples_per_material=samples_per_material,
             relief_tilt_deg=relief_tilt_deg,
             light_setups=light_setups,
+            exposure_shift_ev=exposure_shift_ev,
         )
 
     def training_maps(self, max_samples: int = 64) -> list[dict[str, Tensor]]:

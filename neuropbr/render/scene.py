@@ -142,6 +142,21 @@ def _draw_sky(rng: random.Random, sun: list[float] | None, irradiance: float) ->
 LIGHT_SETUPS: dict[str, float] = {"flash": 0.3, "point": 0.25, "sun": 0.2, "multi": 0.15, "area": 0.1}
 
 
+def check_exposure_shift(shift_range: Sequence[float] | None, key: str) -> None:
+    """``shift_range`` must be None or ``[low, high]`` stops with -8 <= low <= high <= 8."""
+    if shift_range is None:
+        return
+    values = list(shift_range)
+    if (
+        len(values) != 2
+        or not all(math.isfinite(float(v)) for v in values)
+        or not -8 <= values[0] <= values[1] <= 8
+    ):
+        raise ValueError(
+            f"{key}={values}: expected [low, high] exposure shift in stops, -8 <= low <= high <= 8"
+        )
+
+
 def check_light_setups(weights: Mapping[str, float] | None, key: str) -> None:
     """``weights`` must be None or non-negative weights of :data:`LIGHT_SETUPS` names, not all 0."""
     if weights is None:
@@ -239,6 +254,7 @@ def draw_sample(
     artifact_strength: float = 1.0,
     hdr: bool = False,
     light_setups: Mapping[str, float] | None = None,
+    exposure_shift_ev: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The random choices of one sample, as a JSON-serialisable dict.
 
@@ -248,6 +264,10 @@ def draw_sample(
         camera: ``aligned`` or ``perspective`` (see :mod:`neuropbr.render.camera`).
         artifact_strength: scale of every artifact's strength; 0 makes dirty renders clean.
         hdr: an environment map will be supplied (lights then use it instead of a sky).
+        light_setups: weights of the lighting setups a view draws from.
+        exposure_shift_ev: ``(low, high)`` stops: one shift per sample, drawn uniformly and added
+            to every view's own -1..+1 EV (a camera that meters the whole capture brighter or
+            darker). None or ``(0, 0)``: no shift, and the same spec as without the option.
 
     Returns:
         ``{"seed", "surface_artifacts": [...], "views": [{"camera", "setup", "lights",
@@ -256,6 +276,10 @@ def draw_sample(
     if camera not in CAMERAS:
         raise ValueError(f"camera={camera!r}; choose one of {list(CAMERAS)}")
     rng = random.Random(derive_seed(seed, "sample-spec"))
+    shift = 0.0
+    if exposure_shift_ev is not None and tuple(exposure_shift_ev) != (0.0, 0.0):
+        # Its own stream: the other draws, and so every spec without a shift, stay as they were.
+        shift = random.Random(derive_seed(seed, "exposure-shift")).uniform(*exposure_shift_ev)
     surface = _draw_artifacts(rng, _SURFACE, 0.5, artifact_strength) if artifact_strength > 0 else []
     views = []
     for _ in range(num_views):
@@ -272,7 +296,7 @@ def draw_sample(
                 "setup": setup,
                 "lights": lights,
                 # Auto-exposure and white balance of a phone differ from shot to shot.
-                "exposure_ev": _round(rng.uniform(-1.0, 1.0)),
+                "exposure_ev": _round(rng.uniform(-1.0, 1.0) + shift),
                 "white_balance": _round(_white_balance(rng)),
                 "tonemap": "aces",
                 "artifacts": screen,
@@ -460,6 +484,8 @@ class SyntheticGenerator:
             (default: :data:`~neuropbr.render.materials.RELIEF_TILT_DEG`).
         light_setups: weights of the lighting setups a view draws from (default
             :data:`LIGHT_SETUPS`; names left out get 0).
+        exposure_shift_ev: ``(low, high)`` stops every view of a sample is shifted by (one draw
+            per sample; see :func:`draw_sample`); None: no shift.
     """
 
     def __init__(
@@ -474,9 +500,11 @@ class SyntheticGenerator:
         environment: Tensor | None = None,
         relief_tilt_deg: Sequence[float] | None = None,
         light_setups: Mapping[str, float] | None = None,
+        exposure_shift_ev: Sequence[float] | None = None,
     ) -> None:
         check_relief_range(relief_tilt_deg, "relief_tilt_deg")
         check_light_setups(light_setups, "light_setups")
+        check_exposure_shift(exposure_shift_ev, "exposure_shift_ev")
         if camera not in CAMERAS:
             raise ValueError(f"camera={camera!r}; choose one of {list(CAMERAS)}")
         if samples_per_material < 1:
@@ -493,6 +521,9 @@ class SyntheticGenerator:
         self.light_setups = None if light_setups is None else {k: float(v) for k, v in light_setups.items()}
         self.relief_tilt_deg = (
             None if relief_tilt_deg is None else (float(relief_tilt_deg[0]), float(relief_tilt_deg[1]))
+        )
+        self.exposure_shift_ev = (
+            None if exposure_shift_ev is None else (float(exposure_shift_ev[0]), float(exposure_shift_ev[1]))
         )
 
     def material_index(self, index: int) -> int:
@@ -519,6 +550,7 @@ class SyntheticGenerator:
             artifact_strength=self.artifact_strength,
             hdr=self.environment is not None,
             light_setups=self.light_setups,
+            exposure_shift_ev=self.exposure_shift_ev,
         )
 
     def render(

@@ -156,6 +156,8 @@ def test_composed_config_builds_the_module(compose_cfg: Callable[..., DictConfig
     cfg = compose_cfg("data=synthetic", "data.camera=perspective")
     with pytest.raises(Exception, match=r"data\.camera=perspective with data\.aligned=true"):
         instantiate(cfg.data)
+    shifted = instantiate(compose_cfg("data=synthetic", "data.exposure_shift_ev=[-1.5,0.5]").data)
+    assert shifted.generator.exposure_shift_ev == (-1.5, 0.5) and module.generator.exposure_shift_ev is None
 
 
 def test_cache_serves_the_renders_of_every_sample_from_memory() -> None:

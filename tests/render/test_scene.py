@@ -126,3 +126,49 @@ def test_bad_light_setup_weights_name_the_key(weights: dict[str, float], message
 
     with pytest.raises(ValueError, match=rf"data.light_setups=.*{message}"):
         SyntheticDataModule(resolution=32, num_samples=8, light_setups=weights)
+
+
+def test_exposure_shift_moves_every_view_of_a_sample_by_one_draw() -> None:
+    """No shift is the spec as before the option; a shift range moves all views of a sample by
+    the same stops (one draw per sample, within the range), nothing else in the spec changes."""
+    for seed in range(10):
+        plain = draw_sample(seed, num_views=3)
+        assert draw_sample(seed, num_views=3, exposure_shift_ev=(0.0, 0.0)) == plain
+        fixed = draw_sample(seed, num_views=3, exposure_shift_ev=(2.0, 2.0))
+        assert [
+            round(v["exposure_ev"] - p["exposure_ev"], 3) for v, p in zip(fixed["views"], plain["views"])
+        ] == [2.0] * 3
+        assert [{**v, "exposure_ev": 0} for v in fixed["views"]] == [
+            {**p, "exposure_ev": 0} for p in plain["views"]
+        ]
+    shifts = []
+    for seed in range(40):
+        plain, moved = (
+            draw_sample(seed, num_views=3),
+            draw_sample(seed, num_views=3, exposure_shift_ev=(-1.5, 1.0)),
+        )
+        per_view = {
+            round(m["exposure_ev"] - p["exposure_ev"], 2) for m, p in zip(moved["views"], plain["views"])
+        }
+        assert len(per_view) == 1  # the same shift for every view (up to the spec's rounding)
+        shifts.append(per_view.pop())
+    assert -1.5 <= min(shifts) < -0.5 and 0.0 < max(shifts) <= 1.0  # drawn across the range
+    # and the render follows: one stop brighter doubles the linear radiance before the tone curve
+    generator = SyntheticGenerator(
+        resolution=16, num_views=2, artifact_strength=0.0, exposure_shift_ev=(3.0, 3.0)
+    )
+    base = SyntheticGenerator(resolution=16, num_views=2, artifact_strength=0.0)
+    assert (
+        generator.render(0, variants=("clean",))[2]["clean"].mean()
+        > base.render(0, variants=("clean",))[2]["clean"].mean()
+    )
+
+
+@pytest.mark.parametrize("bad", [[1.0], [1.0, -1.0], [-9.0, 0.0], [0.0, float("nan")]])
+def test_bad_exposure_shift_names_the_key(bad: list[float]) -> None:
+    from neuropbr.data.synthetic import SyntheticDataModule
+
+    with pytest.raises(
+        ValueError, match=r"data.exposure_shift_ev=.*expected \[low, high\] exposure shift in stops"
+    ):
+        SyntheticDataModule(resolution=32, num_samples=8, exposure_shift_ev=bad)
