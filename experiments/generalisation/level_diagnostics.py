@@ -25,14 +25,14 @@ import argparse
 from collections import defaultdict
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from neuropbr.build import build_datamodule
 from neuropbr.config import register_configs
 from neuropbr.data.sampling import EpochSampler
-from neuropbr.inference import load_generator
+from neuropbr.inference import LoadedGenerator, load_generator
 from neuropbr.metrics import LUMA, BaselineMaps, mse, psnr_from_mse
 
 
@@ -46,19 +46,24 @@ def spatial_mean(x: Tensor) -> Tensor:
     return x.mean(dim=(2, 3), keepdim=True)
 
 
+def load_for_heldout(checkpoint: str) -> tuple[LoadedGenerator, DictConfig]:
+    """The checkpoint's model and its run's config, data set to render on the fly in this process
+    (the validation samples only, no cache or workers). Exits if it stored no baseline maps."""
+    register_configs()
+    model = load_generator(checkpoint)
+    if model.baseline_maps is None:
+        raise SystemExit(f"{checkpoint}: no baseline maps stored (a checkpoint trained without validation)")
+    cfg = OmegaConf.create(OmegaConf.to_container(model.config, resolve=True))
+    cfg.data.cache, cfg.data.num_workers, cfg.data.persistent_workers = False, 0, False
+    return model, cfg
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--samples", type=int, default=240, help="held-out samples to score (first N)")
     args = parser.parse_args()
-    register_configs()
-    model = load_generator(args.checkpoint)
-    if model.baseline_maps is None:
-        raise SystemExit(
-            f"{args.checkpoint}: no baseline maps stored (a checkpoint trained without validation)"
-        )
-    cfg = OmegaConf.create(OmegaConf.to_container(model.config, resolve=True))
-    cfg.data.cache, cfg.data.num_workers, cfg.data.persistent_workers = False, 0, False
+    model, cfg = load_for_heldout(args.checkpoint)
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     baseline = BaselineMaps.from_dict(model.baseline_maps)
