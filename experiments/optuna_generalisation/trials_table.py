@@ -4,9 +4,10 @@
         --experiment optuna-generalisation [--study generalisation]
 
 One row per trial (MLflow child run tagged ``optuna_trial``): its Optuna state, the epoch where
-``val/skill_db`` was best, the skill, and each map's score beside its baseline (albedo beside the
-constant, the view mean and the photo mean (nan where a run predates it), roughness and metallic beside the constant, the normal angle beside
-the flat normal's), then the sampled parameters.
+``val/skill_db`` was best, the skill, and each map's score beside its baselines (albedo beside the
+constant, the view mean and the photo mean, nan where a run predates that baseline; roughness and
+metallic beside the constant; the normal angle beside the flat normal's), then the sampled
+parameters.
 """
 
 from __future__ import annotations

@@ -467,6 +467,11 @@ def render_sample(
     return {v: torch.cat(images) for v, images in out.items()}
 
 
+def _float_pair(values: Sequence[float] | None) -> tuple[float, float] | None:
+    """A checked ``[low, high]`` setting as a plain tuple (configs hand over ListConfigs)."""
+    return None if values is None else (float(values[0]), float(values[1]))
+
+
 class SyntheticGenerator:
     """Seeded synthetic samples: sample ``i`` uses material ``i // samples_per_material``.
 
@@ -519,12 +524,8 @@ class SyntheticGenerator:
         self.samples_per_material = samples_per_material
         self.environment = environment
         self.light_setups = None if light_setups is None else {k: float(v) for k, v in light_setups.items()}
-        self.relief_tilt_deg = (
-            None if relief_tilt_deg is None else (float(relief_tilt_deg[0]), float(relief_tilt_deg[1]))
-        )
-        self.exposure_shift_ev = (
-            None if exposure_shift_ev is None else (float(exposure_shift_ev[0]), float(exposure_shift_ev[1]))
-        )
+        self.relief_tilt_deg = _float_pair(relief_tilt_deg)
+        self.exposure_shift_ev = _float_pair(exposure_shift_ev)
 
     def material_index(self, index: int) -> int:
         return index // self.samples_per_material
