@@ -219,6 +219,12 @@ class SyntheticDataConfig(DataConfig):
     #: ``[low, high]`` stops: each sample's views are all exposed brighter or darker by one draw
     #: from this range, on top of their own -1..+1 EV (a camera that meters differently; null: none).
     exposure_shift_ev: list[float] | None = None
+    #: Let a share of the materials re-tint their dielectric colour to a random hue (false: only
+    #: the families' own colours).
+    recolour: bool = True
+    #: Let materials carry weathering layers: paint worn through, dirt in cavities, worn edges, a
+    #: clear coat (false: each family's bare pattern).
+    weathering: bool = True
 
 
 @dataclass

@@ -263,6 +263,8 @@ class SyntheticDataModule(PBRDataModule):
         val_families: with ``split=family``, the families to hold out (default: seeded draw).
         exposure_shift_ev: ``[low, high]`` stops every view of a sample is shifted by, one draw per
             sample (see :func:`~neuropbr.render.scene.draw_sample`); None: no shift.
+        recolour: materials may re-tint their dielectric colour to a random hue.
+        weathering: materials may carry weathering layers (paint over, dirt, edge wear, coat).
     """
 
     #: Set by :meth:`setup` (None before it).
@@ -294,6 +296,8 @@ class SyntheticDataModule(PBRDataModule):
         light_setups: Mapping[str, float] | None = None,
         light_targets: bool = False,
         exposure_shift_ev: Sequence[float] | None = None,
+        recolour: bool = True,
+        weathering: bool = True,
     ) -> None:
         super().__init__(
             resolution=resolution,
@@ -360,6 +364,8 @@ class SyntheticDataModule(PBRDataModule):
             relief_tilt_deg=relief_tilt_deg,
             light_setups=light_setups,
             exposure_shift_ev=exposure_shift_ev,
+            recolour=recolour,
+            weathering=weathering,
         )
 
     def training_maps(self, max_samples: int = 64) -> list[dict[str, Tensor]]:

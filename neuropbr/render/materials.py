@@ -655,6 +655,8 @@ def generate_material(
     *,
     offset: tuple[int, int] = (0, 0),
     relief_tilt_deg: tuple[float, float] | None = None,
+    recolour: bool = True,
+    weathering: bool = True,
 ) -> Material:
     """A procedural, tileable material.
 
@@ -667,6 +669,8 @@ def generate_material(
             the endless texture the maps show.
         relief_tilt_deg: ``(low, high)`` mean normal tilt in degrees the relief is drawn from
             (log-uniform; default :data:`RELIEF_TILT_DEG`; smooth families keep their own range).
+        recolour: let the seed re-tint the dielectric colour (false: the family's own colours).
+        weathering: let the seed apply :data:`LAYERS` (false: the family's bare pattern).
 
     Returns:
         The material, with maps (C, R, R) in their ranges (albedo and roughness clamped to
@@ -688,12 +692,12 @@ def generate_material(
         *(m.expand(resolution, resolution) for m in layers[1:]),
     )
     albedo, roughness, metallic, height = expanded
-    if builder.rng.random() < RECOLOUR_PROBABILITY:
+    if recolour and builder.rng.random() < RECOLOUR_PROBABILITY:
         albedo = _recolour(builder, albedo, metallic)
     layers = (albedo, roughness, metallic, _set_relief(builder, family, height, relief_tilt_deg))
     applied = []
     for name, (probability, layer) in LAYERS.items():
-        if builder.rng.random() < probability:
+        if weathering and builder.rng.random() < probability:
             layers = layer(builder, layers)
             applied.append(name)
     builder.params["layers"] = applied

@@ -491,6 +491,8 @@ class SyntheticGenerator:
             :data:`LIGHT_SETUPS`; names left out get 0).
         exposure_shift_ev: ``(low, high)`` stops every view of a sample is shifted by (one draw
             per sample; see :func:`draw_sample`); None: no shift.
+        recolour: materials may re-tint their dielectric colour (see :func:`generate_material`).
+        weathering: materials may carry weathering layers (paint over, dirt, edge wear, coat).
     """
 
     def __init__(
@@ -506,6 +508,8 @@ class SyntheticGenerator:
         relief_tilt_deg: Sequence[float] | None = None,
         light_setups: Mapping[str, float] | None = None,
         exposure_shift_ev: Sequence[float] | None = None,
+        recolour: bool = True,
+        weathering: bool = True,
     ) -> None:
         check_relief_range(relief_tilt_deg, "relief_tilt_deg")
         check_light_setups(light_setups, "light_setups")
@@ -526,6 +530,8 @@ class SyntheticGenerator:
         self.light_setups = None if light_setups is None else {k: float(v) for k, v in light_setups.items()}
         self.relief_tilt_deg = _float_pair(relief_tilt_deg)
         self.exposure_shift_ev = _float_pair(exposure_shift_ev)
+        self.recolour = recolour
+        self.weathering = weathering
 
     def material_index(self, index: int) -> int:
         return index // self.samples_per_material
@@ -540,6 +546,8 @@ class SyntheticGenerator:
             derive_seed(self.seed, "synthetic-material", material_index),
             self.resolution,
             relief_tilt_deg=self.relief_tilt_deg,
+            recolour=self.recolour,
+            weathering=self.weathering,
         )
 
     def spec(self, index: int) -> dict[str, Any]:

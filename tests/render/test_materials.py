@@ -174,6 +174,27 @@ def test_relief_range_sets_the_mean_normal_tilt() -> None:
     assert smooth.params["relief_tilt_deg"] <= materials.SMOOTH_RELIEF_TILT_DEG[1]
 
 
+def test_recolour_and_weathering_can_be_switched_off() -> None:
+    """On by default some materials draw a re-tint and weathering layers; switched off, none does,
+    and a material that drew layers comes out as its family's bare pattern."""
+    drawn = [generate_material(seed, 32) for seed in range(16)]
+    assert any("tint_strength" in m.params for m in drawn)
+    weathered = [seed for seed, m in enumerate(drawn) if m.params["layers"]]
+    assert weathered
+    for seed in range(16):
+        bare = generate_material(seed, 32, recolour=False, weathering=False)
+        assert bare.params["layers"] == [] and "tint_strength" not in bare.params
+        assert bare.family == drawn[seed].family
+    seed = weathered[0]
+    unweathered = generate_material(seed, 32, weathering=False)
+    assert not torch.equal(unweathered.maps["albedo"], drawn[seed].maps["albedo"]) or not torch.equal(
+        unweathered.maps["roughness"], drawn[seed].maps["roughness"]
+    )
+    # The switches reach the generator from the data config.
+    module = SyntheticDataModule(resolution=32, num_samples=8, recolour=False, weathering=False)
+    assert module.generator.material(0).params["layers"] == []
+
+
 @pytest.mark.parametrize("bad", [(0.0, 5.0), (10.0, 5.0), (5.0, 95.0), (5.0,)])
 def test_relief_range_rejects_bad_values(bad: tuple[float, ...]) -> None:
     with pytest.raises(ValueError, match=r"data.relief_tilt_deg=.*expected \[low, high\]"):
