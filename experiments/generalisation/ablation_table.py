@@ -5,9 +5,9 @@
 Each argument is ``label=folder``, a folder holding the ``clean.json``, ``dirty.json`` and
 ``perspective.json`` reports that ``evaluate_heldout.sh`` writes. One row per model: on clean
 inputs the albedo, roughness and metallic PSNR and the normal error as a fraction of the flat
-normal's; the mean skill on each input condition; the albedo PSNR on perspective inputs. The
-baselines are printed under the table: every model scored on the same samples shares them as long
-as they trained on the same maps (the constant baseline is the mean of the training maps).
+normal's; the mean skill on each input condition; the albedo PSNR on perspective inputs. The first
+model's baselines are printed under the table: every model scored on the same samples shares them
+as long as it trained on the same maps (the constant baseline is the mean of the training maps).
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ import json
 import sys
 from pathlib import Path
 
+from report import metrics_of  # this folder is on sys.path when run as a script
+
 CONDITIONS = ("clean", "dirty", "perspective")
 
 
 def load(folder: Path) -> dict[str, dict[str, float]]:
     """{condition: metrics without the split prefix} from the reports in ``folder``."""
-    metrics = {}
-    for condition in CONDITIONS:
-        report = json.loads((folder / f"{condition}.json").read_text())
-        split = report["split"]
-        metrics[condition] = {k.removeprefix(f"{split}/"): v for k, v in report["metrics"].items()}
-    return metrics
+    return {c: metrics_of(json.loads((folder / f"{c}.json").read_text())) for c in CONDITIONS}
 
 
 def row(label: str, metrics: dict[str, dict[str, float]]) -> str:
@@ -62,13 +59,10 @@ def main(arguments: list[str]) -> None:
         "| skill_db clean / dirty / perspective | perspective: albedo PSNR (dB) |",
         "|---|---|---|---|---|",
     ]
-    last: dict[str, dict[str, float]] = {}
-    for argument in arguments:
-        label, _, folder = argument.partition("=")
-        last = load(Path(folder))
-        lines.append(row(label, last))
-    if last:
-        lines += ["", baselines(last)]
+    models = [(label, load(Path(folder))) for label, _, folder in (a.partition("=") for a in arguments)]
+    lines += [row(label, metrics) for label, metrics in models]
+    if models:  # the first model is the reference (the full generator in data_ablation.sh)
+        lines += ["", f"{models[0][0]}: {baselines(models[0][1])}"]
     print("\n".join(lines))  # noqa: T201 -- the table is the output
 
 

@@ -29,9 +29,14 @@ COLUMNS = (
 )
 
 
-def row(label: str, report: dict) -> str:
+def metrics_of(report: dict) -> dict[str, float]:
+    """A report's metrics without the split prefix (``val/albedo_psnr`` -> ``albedo_psnr``)."""
     split = report["split"]
-    metrics = {key.removeprefix(f"{split}/"): value for key, value in report["metrics"].items()}
+    return {key.removeprefix(f"{split}/"): value for key, value in report["metrics"].items()}
+
+
+def row(label: str, report: dict) -> str:
+    metrics = metrics_of(report)
     cells = [label, str(report["num_samples"])]
     for _, key, baselines in COLUMNS:
         cells.append(" / ".join(f"{metrics[k]:.2f}" for k in (key, *baselines)))
